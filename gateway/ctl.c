@@ -1,0 +1,377 @@
+/*
+ * crashgatectl: look at what the store holds. It opens the store as a
+ * RocksDB secondary instance, so it works while crashgated runs (and sees
+ * what the daemon has written, including its not-yet-flushed WAL).
+ *
+ * Exit codes: 0 ok; 1 error; 2 usage; 3 bad configuration; 4 not found.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <ftw.h>
+
+#include "config.h"
+#include "store.h"
+
+struct ctl {
+	struct cg_store *st;
+	char gateway[CG_DEVICE_ID_MAX + 1];
+	char scratch[64];
+	bool json;
+	json_t *rows;
+};
+
+static void rfc3339(int64_t ms, char *out, size_t cap)
+{
+	time_t s = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, cap - n, ".%03dZ", (int)(ms % 1000));
+}
+
+static const char *format_name(const struct cg_dump_record *r)
+{
+	if (!r->has_format)
+		return NULL;
+	switch (r->format) {
+	case CG_FORMAT_ZEPHYR: return "zephyr";
+	case CG_FORMAT_MINIDUMP: return "minidump";
+	case CG_FORMAT_ELF_CORE: return "elf-core";
+	case CG_FORMAT_RAW: return "raw";
+	default: return NULL;
+	}
+}
+
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+	for (size_t i = 0; i < n; i++)
+		sprintf(out + 2 * i, "%02x", b[i]);
+	out[2 * n] = '\0';
+}
+
+/* The dump record of SPEC §12; fields absent when unknown. */
+static json_t *record_json(struct ctl *c, const struct cg_dump_record *r)
+{
+	json_t *o = json_object();
+	char buf[512];
+	if (r->status != CG_DUMP_OPEN) {
+		cg_dump_stable_id(c->gateway, r, buf, sizeof buf);
+		json_object_set_new(o, "id", json_string(buf));
+		json_object_set_new(o, "seq", json_integer((json_int_t)r->seq));
+	}
+	json_object_set_new(o, "device", json_string(r->device));
+	json_object_set_new(o, "dump_id", json_integer((json_int_t)r->dump_id));
+	json_object_set_new(o, "status", json_string(cg_dump_status_name(r->status)));
+	json_object_set_new(o, "size", json_integer((json_int_t)r->size));
+	json_object_set_new(o, "chunks", json_integer(r->chunks));
+	if (r->received_at_ms) {
+		rfc3339(r->received_at_ms, buf, sizeof buf);
+		json_object_set_new(o, "received_at", json_string(buf));
+	}
+	if (r->first_seen_ms) {
+		rfc3339(r->first_seen_ms, buf, sizeof buf);
+		json_object_set_new(o, "first_seen", json_string(buf));
+	}
+	if (format_name(r))
+		json_object_set_new(o, "format", json_string(format_name(r)));
+	if (r->build_id_len) {
+		hex(r->build_id, r->build_id_len, buf);
+		json_object_set_new(o, "build_id", json_string(buf));
+	}
+	if (r->fw_version[0])
+		json_object_set_new(o, "fw_version", json_string(r->fw_version));
+	if (r->has_crc32) {
+		snprintf(buf, sizeof buf, "0x%08x", r->crc32);
+		json_object_set_new(o, "crc32", json_string(buf));
+	}
+	if (r->has_os)
+		json_object_set_new(o, "os", json_integer(r->os));
+	if (r->reason[0])
+		json_object_set_new(o, "reason", json_string(r->reason));
+	return o;
+}
+
+static int collect_record(void *ctx, const struct cg_dump_record *r)
+{
+	struct ctl *c = ctx;
+	json_array_append_new(c->rows, record_json(c, r));
+	return 0;
+}
+
+struct open_acc {
+	struct ctl *c;
+	json_t *by_key;   /* hex(dumpkey) → row */
+};
+
+static int collect_open(void *ctx, const struct cg_dumpkey *k, const struct cg_dump_record *r)
+{
+	struct open_acc *a = ctx;
+	char key[2 * CG_DUMPKEY_MAX + 1];
+	hex(k->b, k->len, key);
+	json_t *row = record_json(a->c, r);
+	json_object_set_new(row, "size", json_integer(0));
+	json_object_set_new(row, "chunks", json_integer(0));
+	json_object_set(a->by_key, key, row);
+	json_array_append_new(a->c->rows, row);
+	return 0;
+}
+
+static int count_chunk(void *ctx, const struct cg_dumpkey *k, uint32_t ordinal, size_t len)
+{
+	struct open_acc *a = ctx;
+	(void)ordinal;
+	char key[2 * CG_DUMPKEY_MAX + 1];
+	hex(k->b, k->len, key);
+	json_t *row = json_object_get(a->by_key, key);
+	if (row) {
+		json_object_set_new(row, "size", json_integer(json_integer_value(json_object_get(row, "size")) + (json_int_t)len));
+		json_object_set_new(row, "chunks", json_integer(json_integer_value(json_object_get(row, "chunks")) + 1));
+	}
+	return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int open_store(struct ctl *c, const char *data_dir)
+{
+	char path[PATH_MAX], err[1024];
+	snprintf(path, sizeof path, "%s/store", data_dir);
+	snprintf(c->scratch, sizeof c->scratch, "/tmp/crashgatectl.XXXXXX");
+	if (!mkdtemp(c->scratch)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	if (cg_store_open_secondary(path, c->scratch, &c->st, err, sizeof err) != CG_OK) {
+		fprintf(stderr, "crashgatectl: cannot open the store: %s\n", err);
+		nftw(c->scratch, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+		return 1;
+	}
+	cg_store_refresh(c->st);
+	if (cg_store_meta_get(c->st, "gateway_id", c->gateway, sizeof c->gateway) != CG_OK)
+		snprintf(c->gateway, sizeof c->gateway, "gateway");
+	return 0;
+}
+
+static void close_store(struct ctl *c)
+{
+	cg_store_close(c->st);
+	nftw(c->scratch, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static void print_table(json_t *rows)
+{
+	printf("%-48s %-20s %-8s %10s %-24s %s\n", "ID", "DEVICE", "STATUS", "SIZE", "RECEIVED", "BUILD_ID");
+	size_t i;
+	json_t *r;
+	json_array_foreach(rows, i, r) {
+		const char *id = json_string_value(json_object_get(r, "id"));
+		const char *recv = json_string_value(json_object_get(r, "received_at"));
+		const char *bid = json_string_value(json_object_get(r, "build_id"));
+		char idbuf[80];
+		if (!id) {
+			snprintf(idbuf, sizeof idbuf, "(open %s/%" JSON_INTEGER_FORMAT ")",
+				 json_string_value(json_object_get(r, "device")),
+				 json_integer_value(json_object_get(r, "dump_id")));
+			id = idbuf;
+		}
+		printf("%-48s %-20s %-8s %10" JSON_INTEGER_FORMAT " %-24s %s\n", id,
+		       json_string_value(json_object_get(r, "device")),
+		       json_string_value(json_object_get(r, "status")),
+		       json_integer_value(json_object_get(r, "size")), recv ? recv : "-", bid ? bid : "-");
+	}
+}
+
+/* Find a stored dump by stable id, by "device/dump_id" or by sequence number. */
+static int find_dump(struct ctl *c, const char *id, struct cg_dump_record *out)
+{
+	char *end;
+	uint64_t seq = strtoull(id, &end, 10);
+	if (*end == '\0' && seq > 0)
+		return cg_store_get_record(c->st, seq, out);
+	char dev[CG_DEVICE_ID_MAX + 1];
+	uint64_t dump_id;
+	const char *p = id;
+	size_t glen = strlen(c->gateway);
+	if (strncmp(p, c->gateway, glen) == 0 && p[glen] == '/')
+		p += glen + 1;
+	const char *slash = strchr(p, '/');
+	if (!slash || (size_t)(slash - p) > CG_DEVICE_ID_MAX)
+		return CG_ERR_NOT_FOUND;
+	memcpy(dev, p, (size_t)(slash - p));
+	dev[slash - p] = '\0';
+	dump_id = strtoull(slash + 1, &end, 10);
+	if (end == slash + 1 || (*end != '\0' && *end != '/'))
+		return CG_ERR_NOT_FOUND;
+	struct cg_dumpkey k;
+	cg_dumpkey_make(&k, dev, strlen(dev), dump_id);
+	struct cg_index_entry ie;
+	if (cg_store_index_get(c->st, &k, &ie) != CG_OK || ie.seq == 0)
+		return CG_ERR_NOT_FOUND;
+	return cg_store_get_record(c->st, ie.seq, out);
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: crashgatectl [-c FILE | --data-dir DIR] [--json] COMMAND\n"
+		"commands:\n"
+		"  list                 dumps in the store (stored and open)\n"
+		"  show ID              one dump: ID is the stable id, DEVICE/DUMP_ID or the sequence number\n"
+		"  download ID [-o F]   the dump's bytes (to stdout unless -o)\n"
+		"  check-config FILE    validate a configuration file\n"
+		"exit: 0 ok, 1 error, 2 usage, 3 bad configuration, 4 not found\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "config", 1, 0, 'c' }, { "data-dir", 1, 0, 'D' }, { "json", 0, 0, 'j' },
+		{ "output", 1, 0, 'o' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+	};
+	const char *cfg_path = NULL, *data_dir = NULL, *output = NULL;
+	struct ctl c = { 0 };
+	int o;
+	while ((o = getopt_long(argc, argv, "+c:jo:h", lo, NULL)) != -1) {
+		switch (o) {
+		case 'c': cfg_path = optarg; break;
+		case 'D': data_dir = optarg; break;
+		case 'j': c.json = true; break;
+		case 'o': output = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	/* Options may also follow the command. */
+	int argi = optind;
+	if (argi >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[argi++];
+	optind = argi;
+	while ((o = getopt_long(argc, argv, "+c:jo:h", lo, NULL)) != -1) {
+		switch (o) {
+		case 'c': cfg_path = optarg; break;
+		case 'D': data_dir = optarg; break;
+		case 'j': c.json = true; break;
+		case 'o': output = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	const char *arg = optind < argc ? argv[optind] : NULL;
+
+	char err[1024];
+	if (strcmp(cmd, "check-config") == 0) {
+		struct cg_config *cfg = NULL;
+		const char *p = arg ? arg : cfg_path;
+		if (!p) {
+			usage(stderr);
+			return 2;
+		}
+		if (cg_config_load(p, &cfg, err, sizeof err) != 0) {
+			fprintf(stderr, "%s\n", err);
+			return 3;
+		}
+		printf("%s: ok\n", p);
+		cg_config_free(cfg);
+		return 0;
+	}
+	struct cg_config *cfg = NULL;
+	if (!data_dir && cfg_path) {
+		if (cg_config_load(cfg_path, &cfg, err, sizeof err) != 0) {
+			fprintf(stderr, "%s\n", err);
+			return 3;
+		}
+		data_dir = cfg->gateway.data_dir;
+	}
+	if (!data_dir) {
+		fprintf(stderr, "crashgatectl: say where the store is: -c FILE or --data-dir DIR\n");
+		return 2;
+	}
+	if (strcmp(cmd, "list") != 0 && strcmp(cmd, "show") != 0 && strcmp(cmd, "download") != 0) {
+		fprintf(stderr, "crashgatectl: unknown command '%s'\n", cmd);
+		usage(stderr);
+		cg_config_free(cfg);
+		return 2;
+	}
+	if ((strcmp(cmd, "show") == 0 || strcmp(cmd, "download") == 0) && !arg) {
+		usage(stderr);
+		cg_config_free(cfg);
+		return 2;
+	}
+	if (open_store(&c, data_dir) != 0) {
+		cg_config_free(cfg);
+		return 1;
+	}
+	int rc = 0;
+	if (strcmp(cmd, "list") == 0) {
+		c.rows = json_array();
+		cg_store_scan_records(c.st, collect_record, &c);
+		struct open_acc a = { &c, json_object() };
+		cg_store_scan_open(c.st, collect_open, &a);
+		cg_store_scan_chunks(c.st, count_chunk, &a);
+		json_decref(a.by_key);
+		if (c.json) {
+			json_dumpf(c.rows, stdout, JSON_INDENT(2));
+			printf("\n");
+		} else {
+			print_table(c.rows);
+		}
+		json_decref(c.rows);
+	} else {
+		struct cg_dump_record *r = malloc(sizeof *r);
+		if (!r || find_dump(&c, arg, r) != CG_OK) {
+			fprintf(stderr, "crashgatectl: no dump '%s'\n", arg);
+			rc = 4;
+		} else if (strcmp(cmd, "show") == 0) {
+			json_t *o2 = record_json(&c, r);
+			if (c.json) {
+				json_dumpf(o2, stdout, JSON_INDENT(2));
+				printf("\n");
+			} else {
+				const char *k;
+				json_t *v;
+				json_object_foreach(o2, k, v) {
+					char *s = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY);
+					printf("%-12s %s\n", k, s ? s : json_string_value(v));
+					free(s);
+				}
+			}
+			json_decref(o2);
+		} else {
+			uint8_t *body = NULL;
+			size_t len = 0;
+			if (cg_store_get_body(c.st, r->seq, &body, &len) != CG_OK) {
+				fprintf(stderr, "crashgatectl: the body of '%s' is not in the store\n", arg);
+				rc = 4;
+			} else {
+				FILE *f = output ? fopen(output, "wb") : stdout;
+				if (!f || fwrite(body, 1, len, f) != len) {
+					perror(output ? output : "stdout");
+					rc = 1;
+				}
+				if (f && f != stdout && fclose(f) != 0)
+					rc = 1;
+				cg_store_free(body);
+			}
+		}
+		free(r);
+	}
+	close_store(&c);
+	cg_config_free(cfg);
+	return rc;
+}

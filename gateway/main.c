@@ -1,0 +1,261 @@
+/*
+ * crashgated: the daemon. Owns the process state (struct cg_daemon), wires
+ * the store, the reassembler and the MQTT client together, runs the
+ * committer thread (grouped fsyncs, `complete` acks after them, expiry of
+ * idle dumps) and handles signals in the main thread.
+ *
+ * Exit codes: 0 clean stop; 1 runtime failure; 2 usage; 3 bad configuration;
+ * 4 store cannot be opened.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "ingest.h"
+#include "log.h"
+#include "reassembly.h"
+#include "store.h"
+
+struct cg_daemon {
+	struct cg_config *cfg;
+	struct cg_store *store;
+	struct cg_reasm *reasm;
+	struct cg_ingest *ingest;
+	pthread_t committer;
+	atomic_bool stopping;
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Group commit: wake when a dump completed (or every sync_interval), fsync
+ * the WAL once for everything written since the last sync, then send the
+ * `complete` acks that were waiting for it. While one fsync runs, further
+ * completions queue up and share the next one.
+ */
+static void *committer_main(void *arg)
+{
+	struct cg_daemon *d = arg;
+	int64_t last_tick = mono_ms();
+	while (!atomic_load(&d->stopping)) {
+		cg_reasm_wait(d->reasm, d->cfg->gateway.sync_interval_ms);
+		cg_reasm_commit(d->reasm);
+		if (mono_ms() - last_tick >= 1000) {
+			cg_reasm_tick(d->reasm);
+			last_tick = mono_ms();
+		}
+	}
+	return NULL;
+}
+
+static void log_stats(struct cg_daemon *d)
+{
+	struct cg_reasm_stats s;
+	cg_reasm_get_stats(d->reasm, &s);
+	struct cg_ingest_stats is;
+	cg_ingest_get_stats(d->ingest, &is);
+	log_info("main", "stats: messages=%" PRIu64 " chunks=%" PRIu64 " stored=%" PRIu64 " repeated=%" PRIu64
+		 " malformed=%" PRIu64 " completed=%" PRIu64 " duplicate=%" PRIu64 " rejected=%" PRIu64
+		 " expired=%" PRIu64 " busy=%" PRIu64 " open=%u store_bytes=%" PRIu64 " syncs=%" PRIu64
+		 " reconnects=%" PRIu64,
+		 is.messages, s.chunks_received, s.chunks_stored, s.chunks_repeated, s.messages_malformed,
+		 s.dumps_completed, s.dumps_duplicate, s.dumps_rejected, s.dumps_expired, s.busy, s.open_dumps,
+		 s.store_bytes, s.syncs, is.connects ? is.connects - 1 : 0);
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: crashgated -c FILE [--log-level debug|info|warn|error] [--log-format text|json]\n"
+		"       crashgated --check-config FILE\n"
+		"       crashgated --config-reference\n"
+		"\n"
+		"Signals: SIGTERM/SIGINT stop (pending syncs and acks finish first); SIGUSR1 logs counters.\n"
+		"Exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage, 3 bad configuration, 4 store error.\n");
+}
+
+static int check_config(const char *path)
+{
+	struct cg_config *cfg = NULL;
+	char err[1024];
+	if (cg_config_load(path, &cfg, err, sizeof err) != 0) {
+		fprintf(stderr, "%s\n", err);
+		return 3;
+	}
+	printf("%s: ok\n", path);
+	cg_config_free(cfg);
+	return 0;
+}
+
+static int run(struct cg_daemon *d)
+{
+	char err[1024];
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/store", d->cfg->gateway.data_dir);
+	int rc = cg_store_open(path, &d->store, err, sizeof err);
+	if (rc != CG_OK) {
+		log_error("main", "cannot open store: %s", err);
+		return 4;
+	}
+	cg_store_meta_put(d->store, "gateway_id", d->cfg->gateway.id);
+	rc = cg_ingest_create(d->cfg, &d->ingest, err, sizeof err);
+	if (rc != CG_OK) {
+		log_error("main", "%s", err);
+		return rc == CG_ERR_CONFIG ? 3 : 1;
+	}
+	struct cg_reasm_opts ro = {
+		.gateway_id = d->cfg->gateway.id,
+		.max_dump_bytes = d->cfg->limits.max_dump_bytes,
+		.max_chunk_bytes = d->cfg->limits.max_chunk_bytes,
+		.reassembly_timeout_ms = d->cfg->limits.reassembly_timeout_ms,
+		.max_store_bytes = d->cfg->limits.max_store_bytes,
+		.max_open_dumps = d->cfg->limits.max_open_dumps,
+		.max_open_dumps_per_device = d->cfg->limits.max_open_dumps_per_device,
+	};
+	struct cg_ack_sink sink = { .send = cg_ingest_send_ack, .ctx = d->ingest };
+	rc = cg_reasm_create(&ro, d->store, &sink, NULL, NULL, &d->reasm);
+	if (rc != CG_OK) {
+		log_error("main", "reassembly: %s", cg_strerror(rc));
+		return 1;
+	}
+	if (pthread_create(&d->committer, NULL, committer_main, d) != 0) {
+		log_error("main", "cannot start committer thread");
+		return 1;
+	}
+	rc = cg_ingest_start(d->ingest, d->reasm, err, sizeof err);
+	if (rc != CG_OK) {
+		log_error("main", "%s", err);
+		atomic_store(&d->stopping, true);
+		cg_reasm_wake(d->reasm);
+		pthread_join(d->committer, NULL);
+		return 1;
+	}
+	log_info("main", "crashgated %s running: gateway %s, store %s", PROJECT_VERSION, d->cfg->gateway.id, path);
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGUSR1) {
+			log_stats(d);
+			continue;
+		}
+		if (sig == SIGHUP) {
+			struct cg_config *ncfg = NULL;
+			if (cg_config_load(d->cfg->path, &ncfg, err, sizeof err) != 0)
+				log_error("main", "reload refused, keeping the running configuration: %s", err);
+			else {
+				log_warn("main", "configuration %s is valid; this version applies it at the next start",
+					 d->cfg->path);
+				cg_config_free(ncfg);
+			}
+			continue;
+		}
+		log_info("main", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		break;
+	}
+	/* Stop: make what was stored durable and let its acks leave, then
+	 * disconnect (chunks not yet PUBACKed stay with the broker), then sync
+	 * once more for anything that arrived meanwhile. */
+	cg_reasm_commit(d->reasm);
+	cg_ingest_stop(d->ingest, 2000);
+	atomic_store(&d->stopping, true);
+	cg_reasm_wake(d->reasm);
+	pthread_join(d->committer, NULL);
+	cg_reasm_commit(d->reasm);
+	log_stats(d);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", required_argument, NULL, 'C' },
+		{ "config-reference", no_argument, NULL, 'R' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "log-format", required_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cfg_path = NULL;
+	enum cg_log_level level = CG_LOG_INFO;
+	enum cg_log_format fmt = CG_LOG_TEXT;
+	int opt;
+	while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': cfg_path = optarg; break;
+		case 'C': return check_config(optarg);
+		case 'R': cg_config_print_reference(stdout); return 0;
+		case 'l':
+			if (cg_log_parse_level(optarg, &level) != 0) {
+				fprintf(stderr, "unknown log level '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'f':
+			if (strcmp(optarg, "json") == 0)
+				fmt = CG_LOG_JSON;
+			else if (strcmp(optarg, "text") != 0) {
+				fprintf(stderr, "unknown log format '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'V': printf("crashgated %s\n", PROJECT_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!cfg_path) {
+		usage(stderr);
+		return 2;
+	}
+	cg_log_setup(level, fmt);
+
+	/* Signals are taken by sigwait in the main thread only: block them
+	 * before any thread (ours or Paho's) starts so that all inherit the mask. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct cg_daemon d = { 0 };
+	char err[1024];
+	if (cg_config_load(cfg_path, &d.cfg, err, sizeof err) != 0) {
+		fprintf(stderr, "%s\n", err);
+		return 3;
+	}
+	int rc = run(&d);
+	if (d.ingest)
+		cg_ingest_stop(d.ingest, 0);
+	cg_ingest_destroy(d.ingest);
+	cg_reasm_destroy(d.reasm);
+	cg_store_close(d.store);
+	cg_config_free(d.cfg);
+	return rc;
+}

@@ -1,0 +1,171 @@
+/*
+ * The durable store: RocksDB with one column family per kind of data.
+ *
+ *   chunks   dumpkey‖ordinal(u32 BE)  → chunk bytes of a dump still open
+ *   open     dumpkey                  → record of an open dump (chunk-0 fields, last ordinal, crc)
+ *   dumps    seq(u64 BE)              → body of a completed dump (blob files)
+ *   records  seq(u64 BE)              → record of a completed/throttled/… dump
+ *   index    dumpkey                  → what happened to a dump (stored seq, or rejection)
+ *   default  "next_seq"               → the next sequence number
+ *
+ * A dumpkey is len(device)‖device‖dump_id(u64 BE): chunks of one dump sort
+ * together and in ordinal order. Open dumps live here, not in memory.
+ *
+ * Writes are not synced: each one reaches the operating system (RocksDB's
+ * WAL is written, not fsynced) before the call returns, so it survives a
+ * SIGKILL of the process. cg_store_sync() makes everything written so far
+ * survive a power cut; the caller groups syncs (group commit).
+ *
+ * Thread safety: every function may be called from any thread.
+ */
+#ifndef CG_STORE_H
+#define CG_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crashgate/proto.h"
+
+#define CG_DUMPKEY_MAX (1 + CG_DEVICE_ID_MAX + 8)
+
+struct cg_dumpkey {
+	uint8_t len;
+	uint8_t b[CG_DUMPKEY_MAX];
+};
+
+void cg_dumpkey_make(struct cg_dumpkey *k, const char *device, size_t devlen, uint64_t dump_id);
+/* Split a dumpkey; device is NUL-terminated into dev[CG_DEVICE_ID_MAX + 1]. */
+int cg_dumpkey_parse(const uint8_t *b, size_t len, char *dev, uint64_t *dump_id);
+
+enum cg_dump_status {
+	CG_DUMP_OPEN = 0,
+	CG_DUMP_STORED,
+	CG_DUMP_FORWARDED,
+	CG_DUMP_THROTTLED,
+	CG_DUMP_REJECTED,
+	CG_DUMP_EXPIRED,
+	CG_DUMP_DEAD_LETTER,
+};
+const char *cg_dump_status_name(uint32_t status);
+
+/* Everything known about one dump. Fixed size so that callers need no
+ * allocation; strings are NUL-terminated. */
+struct cg_dump_record {
+	uint64_t seq;                     /* 0 while open */
+	char device[CG_DEVICE_ID_MAX + 1];
+	uint64_t dump_id;
+	uint32_t status;                  /* enum cg_dump_status */
+	int64_t first_seen_ms;            /* first chunk, unix ms */
+	int64_t received_at_ms;           /* completed, unix ms */
+	uint64_t size;
+	uint32_t chunks;
+	int64_t last_ordinal;             /* -1 until the `last` chunk is seen */
+	bool has_total_size, has_crc32, has_os, has_format, has_chunk0;
+	uint64_t total_size;
+	uint32_t crc32;
+	uint32_t os;
+	uint32_t format;
+	uint8_t build_id[CG_PROTO_MAX_BUILD_ID];
+	size_t build_id_len;
+	char fw_version[CG_PROTO_MAX_FW_VERSION + 1];
+	uint8_t meta[CG_PROTO_MAX_META];  /* raw CBOR map from chunk 0 */
+	size_t meta_len;
+	char reason[CG_PROTO_MAX_REASON + 1];
+};
+
+/* What the index says about a dump that is no longer open. */
+struct cg_index_entry {
+	uint32_t status;                  /* enum cg_dump_status */
+	uint64_t seq;                     /* for STORED and later states */
+	int64_t at_ms;
+	char reason[CG_PROTO_MAX_REASON + 1];
+};
+
+struct cg_store;
+
+/*
+ * Open (creating if needed) the store in DIR. Returns CG_OK or an error with
+ * a message in err. Close with cg_store_close().
+ */
+int cg_store_open(const char *dir, struct cg_store **out, char *err, size_t errlen);
+
+/* Open a store that lives in memory only (RocksDB's mem env): for fuzzing
+ * and tests that need many fresh stores quickly. */
+int cg_store_open_memory(const char *name, struct cg_store **out, char *err, size_t errlen);
+
+/*
+ * Open a read-only view of a store that a running daemon may hold open
+ * (a RocksDB secondary instance; scratch is a private directory it needs).
+ * cg_store_refresh() catches up with the primary.
+ */
+int cg_store_open_secondary(const char *dir, const char *scratch, struct cg_store **out,
+			    char *err, size_t errlen);
+int cg_store_refresh(struct cg_store *st);
+void cg_store_close(struct cg_store *st);
+
+/* Free memory returned by the store (chunk and body reads). */
+void cg_store_free(void *p);
+
+/* Write one chunk, and in the same atomic batch the dump's open record when
+ * rec is not NULL. */
+int cg_store_put_chunk(struct cg_store *st, const struct cg_dumpkey *k, uint32_t ordinal,
+		       const uint8_t *data, size_t len, const struct cg_dump_record *rec);
+
+/* Read one chunk back; *data is freed with cg_store_free. CG_ERR_NOT_FOUND if absent. */
+int cg_store_get_chunk(struct cg_store *st, const struct cg_dumpkey *k, uint32_t ordinal,
+		       uint8_t **data, size_t *len);
+
+/*
+ * Concatenate the chunks of an open dump in ordinal order into a new buffer
+ * (freed with free()). Fails with CG_ERR_CONFLICT unless exactly ordinals
+ * 0..nchunks-1 are present and they add up to `size` bytes.
+ */
+int cg_store_read_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t nchunks,
+		       uint64_t size, uint8_t **body);
+
+/*
+ * Complete a dump in one atomic batch: assign rec->seq, store body and
+ * record, point the index at it, delete its chunks and open record.
+ */
+int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k,
+			 struct cg_dump_record *rec, const uint8_t *body);
+
+/* Drop an open dump (rejected or expired): delete its chunks and open
+ * record; when tomb is not NULL, write it to the index in the same batch. */
+int cg_store_drop_open(struct cg_store *st, const struct cg_dumpkey *k,
+		       const struct cg_index_entry *tomb);
+
+/* Read the open record of a dump. CG_ERR_NOT_FOUND if absent. */
+int cg_store_get_open(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec);
+
+/* Small named values in the default column family (gateway id, …). */
+int cg_store_meta_put(struct cg_store *st, const char *key, const char *value);
+/* Copies into out (NUL-terminated); CG_ERR_NOT_FOUND if absent. */
+int cg_store_meta_get(struct cg_store *st, const char *key, char *out, size_t cap);
+
+int cg_store_index_get(struct cg_store *st, const struct cg_dumpkey *k, struct cg_index_entry *out);
+
+/* Make every write so far durable against power loss (fsync of the WAL). */
+int cg_store_sync(struct cg_store *st);
+
+/* Startup scans. Callbacks return 0 to continue, non-zero to stop. */
+typedef int (*cg_store_open_cb)(void *ctx, const struct cg_dumpkey *k, const struct cg_dump_record *rec);
+typedef int (*cg_store_chunk_cb)(void *ctx, const struct cg_dumpkey *k, uint32_t ordinal, size_t len);
+typedef int (*cg_store_record_cb)(void *ctx, const struct cg_dump_record *rec);
+int cg_store_scan_open(struct cg_store *st, cg_store_open_cb cb, void *ctx);
+int cg_store_scan_chunks(struct cg_store *st, cg_store_chunk_cb cb, void *ctx);
+int cg_store_scan_records(struct cg_store *st, cg_store_record_cb cb, void *ctx);
+
+int cg_store_get_record(struct cg_store *st, uint64_t seq, struct cg_dump_record *rec);
+/* *body freed with cg_store_free. */
+int cg_store_get_body(struct cg_store *st, uint64_t seq, uint8_t **body, size_t *len);
+
+/* Record codec (CBOR), exposed for tests. */
+int cg_record_encode(const struct cg_dump_record *rec, uint8_t **buf, size_t *len);
+int cg_record_decode(const uint8_t *buf, size_t len, struct cg_dump_record *rec);
+
+/* The stable dump id of SPEC §8: {gateway}/{device}/{dump_id}/{received_at ms}. */
+void cg_dump_stable_id(const char *gateway, const struct cg_dump_record *rec, char *out, size_t outlen);
+
+#endif

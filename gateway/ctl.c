@@ -244,7 +244,8 @@ int main(int argc, char **argv)
 	const char *cfg_path = NULL, *data_dir = NULL, *output = NULL;
 	struct ctl c = { 0 };
 	int o;
-	while ((o = getopt_long(argc, argv, "+c:jo:h", lo, NULL)) != -1) {
+	/* GNU getopt permutes: options may stand before or after the command. */
+	while ((o = getopt_long(argc, argv, "c:jo:h", lo, NULL)) != -1) {
 		switch (o) {
 		case 'c': cfg_path = optarg; break;
 		case 'D': data_dir = optarg; break;
@@ -254,24 +255,11 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	/* Options may also follow the command. */
-	int argi = optind;
-	if (argi >= argc) {
+	if (optind >= argc) {
 		usage(stderr);
 		return 2;
 	}
-	const char *cmd = argv[argi++];
-	optind = argi;
-	while ((o = getopt_long(argc, argv, "+c:jo:h", lo, NULL)) != -1) {
-		switch (o) {
-		case 'c': cfg_path = optarg; break;
-		case 'D': data_dir = optarg; break;
-		case 'j': c.json = true; break;
-		case 'o': output = optarg; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
-	}
+	const char *cmd = argv[optind++];
 	const char *arg = optind < argc ? argv[optind] : NULL;
 
 	char err[1024];

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "config.h"
@@ -101,10 +102,30 @@ static int check_config(const char *path)
 	return 0;
 }
 
+/* mkdir -p with owner-only permissions: dumps are private data. */
+static int make_dirs(const char *dir)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof p, "%s", dir);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0700) != 0 && errno != EEXIST)
+			return -1;
+		*s = '/';
+	}
+	return mkdir(p, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 static int run(struct cg_daemon *d)
 {
 	char err[1024];
 	char path[PATH_MAX];
+	if (make_dirs(d->cfg->gateway.data_dir) != 0) {
+		log_error("main", "cannot create data_dir %s: %s", d->cfg->gateway.data_dir, strerror(errno));
+		return 4;
+	}
 	snprintf(path, sizeof path, "%s/store", d->cfg->gateway.data_dir);
 	int rc = cg_store_open(path, &d->store, err, sizeof err);
 	if (rc != CG_OK) {

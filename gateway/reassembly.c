@@ -50,6 +50,16 @@ struct pending_ack {
 	uint64_t dump_id;
 };
 
+/* An encoded ack waiting to leave. Acks are queued under the lock and sent
+ * after it is released: the sink (Paho) takes its own lock, and Paho holds
+ * that one while it calls us with a message, so sending under ours would
+ * invert the lock order and deadlock. */
+struct out_msg {
+	char device[CG_DEVICE_ID_MAX + 1];
+	size_t len;
+	uint8_t buf[];
+};
+
 struct cg_reasm {
 	struct cg_reasm_opts opts;
 	char gateway_id[CG_DEVICE_ID_MAX + 1];
@@ -66,6 +76,8 @@ struct cg_reasm {
 	uint32_t nopen;
 	struct pending_ack *pending;       /* `complete` acks waiting for a sync */
 	size_t npending, pending_cap;
+	struct out_msg **outbox;
+	size_t nout, out_cap;
 	bool dirty;                        /* unsynced writes exist */
 	bool woken;
 	struct cg_reasm_stats stats;
@@ -185,9 +197,39 @@ static void send_ack(struct cg_reasm *rs, const char *device, uint64_t dump_id, 
 		log_error("reasm", "cannot encode ack for %s/%" PRIu64, device, dump_id);
 		return;
 	}
+	if (rs->nout == rs->out_cap) {
+		size_t ncap = rs->out_cap ? rs->out_cap * 2 : 16;
+		struct out_msg **no = realloc(rs->outbox, ncap * sizeof *no);
+		if (!no)
+			return; /* the device asks again */
+		rs->outbox = no;
+		rs->out_cap = ncap;
+	}
+	struct out_msg *m = malloc(sizeof *m + len);
+	if (!m)
+		return;
+	snprintf(m->device, sizeof m->device, "%s", device);
+	m->len = len;
+	memcpy(m->buf, buf, len);
+	rs->outbox[rs->nout++] = m;
 	rs->stats.acks_sent++;
-	if (rs->sink.send)
-		rs->sink.send(rs->sink.ctx, device, buf, len);
+}
+
+/* Send queued acks; called without the lock held. */
+static void flush_outbox(struct cg_reasm *rs)
+{
+	pthread_mutex_lock(&rs->lock);
+	struct out_msg **out = rs->outbox;
+	size_t n = rs->nout;
+	rs->outbox = NULL;
+	rs->nout = rs->out_cap = 0;
+	pthread_mutex_unlock(&rs->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (rs->sink.send)
+			rs->sink.send(rs->sink.ctx, out[i]->device, out[i]->buf, out[i]->len);
+		free(out[i]);
+	}
+	free(out);
 }
 
 static void send_incomplete(struct cg_reasm *rs, struct open_dump *od)
@@ -605,6 +647,7 @@ int cg_reasm_chunk(struct cg_reasm *rs, const char *device, const uint8_t *paylo
 	pthread_mutex_lock(&rs->lock);
 	int rc = chunk_locked(rs, device, payload, len);
 	pthread_mutex_unlock(&rs->lock);
+	flush_outbox(rs);
 	return rc;
 }
 
@@ -622,6 +665,7 @@ int cg_reasm_hello(struct cg_reasm *rs, const char *device, const uint8_t *paylo
 			send_incomplete(rs, od);
 	}
 	pthread_mutex_unlock(&rs->lock);
+	flush_outbox(rs);
 	return CG_OK;
 }
 
@@ -654,6 +698,7 @@ int cg_reasm_commit(struct cg_reasm *rs)
 		send_ack(rs, acks[i].device, acks[i].dump_id, CG_ACK_COMPLETE, NULL, NULL, 0);
 	pthread_mutex_unlock(&rs->lock);
 	free(acks);
+	flush_outbox(rs);
 	return CG_OK;
 }
 
@@ -822,6 +867,9 @@ void cg_reasm_destroy(struct cg_reasm *rs)
 		HASH_DEL(rs->recent, r);
 		free(r);
 	}
+	for (size_t i = 0; i < rs->nout; i++)
+		free(rs->outbox[i]);
+	free(rs->outbox);
 	free(rs->pending);
 	pthread_cond_destroy(&rs->cond);
 	pthread_mutex_destroy(&rs->lock);

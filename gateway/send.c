@@ -29,7 +29,7 @@ struct sender {
 	size_t build_id_len;
 	uint64_t dump_id;
 	size_t chunk_size;
-	int qos, repeat, attempts, format;
+	int qos, repeat, attempts, format, connect_attempts;
 	double timeout_s;
 	bool spotflow, shuffle, no_crc, no_total, no_wait, verbose;
 	uint32_t seed;
@@ -118,8 +118,9 @@ static void on_conn_fail(void *ctx, MQTTAsync_failureData *r)
 	s->conn_failed = true;
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
-	fprintf(stderr, "crashgate-send: connect to %s failed: %s\n", s->uri,
-		r && r->message ? r->message : MQTTAsync_strerror(r ? r->code : -1));
+	if (s->verbose)
+		fprintf(stderr, "crashgate-send: connect to %s failed: %s\n", s->uri,
+			r && r->message ? r->message : MQTTAsync_strerror(r ? r->code : -1));
 }
 
 static void on_sub(void *ctx, MQTTAsync_successData *r)
@@ -347,6 +348,7 @@ static void usage(FILE *out)
 		"      --timeout S         seconds to wait for an acknowledgement (default 10)\n"
 		"      --attempts N        rounds of waiting / resending (default 5)\n"
 		"      --no-wait           publish and exit without waiting for an answer\n"
+		"      --connect-attempts N  first-connection attempts, 1 s apart (default 30)\n"
 		"      --username U, --password-file F, --prefix P (default crashgate/v1)\n"
 		"      --cafile F, --cert F, --key F   TLS\n"
 		"  -v, --verbose\n"
@@ -357,7 +359,7 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
 	struct sender s = { .uri = "tcp://127.0.0.1:1883", .prefix = "crashgate/v1", .chunk_size = 1024,
-			    .qos = 1, .attempts = 5, .timeout_s = 10, .format = -1 };
+			    .qos = 1, .attempts = 5, .connect_attempts = 30, .timeout_s = 10, .format = -1 };
 	bool have_id = false;
 	static const struct option lo[] = {
 		{ "uri", 1, 0, 'u' }, { "device", 1, 0, 'd' }, { "dump-id", 1, 0, 'i' },
@@ -368,7 +370,7 @@ int main(int argc, char **argv)
 		{ "timeout", 1, 0, 't' }, { "attempts", 1, 0, 'a' }, { "no-wait", 0, 0, 'N' },
 		{ "username", 1, 0, 'U' }, { "password-file", 1, 0, 'P' }, { "prefix", 1, 0, 'p' },
 		{ "cafile", 1, 0, 'A' }, { "cert", 1, 0, 'E' }, { "key", 1, 0, 'K' },
-		{ "verbose", 0, 0, 'v' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "connect-attempts", 1, 0, 'c' }, { "verbose", 0, 0, 'v' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "u:d:s:q:vh", lo, NULL)) != -1) {
@@ -397,6 +399,7 @@ int main(int argc, char **argv)
 		case 'A': s.ca_file = optarg; break;
 		case 'E': s.cert_file = optarg; break;
 		case 'K': s.key_file = optarg; break;
+		case 'c': s.connect_attempts = atoi(optarg); break;
 		case 'v': s.verbose = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 1;
@@ -410,7 +413,7 @@ int main(int argc, char **argv)
 	if (!cg_device_id_valid(s.device, strlen(s.device)))
 		die("--device must be 1-64 characters of [A-Za-z0-9._-]");
 	if (s.chunk_size < 1 || s.chunk_size > 1u << 20 || (s.qos != 0 && s.qos != 1) || s.attempts < 1 ||
-	    s.timeout_s <= 0 || s.repeat < 0)
+	    s.timeout_s <= 0 || s.repeat < 0 || s.connect_attempts < 1)
 		die("an option is out of range (see --help)");
 	if (s.spotflow) {
 		s.no_crc = s.no_total = true;
@@ -466,17 +469,32 @@ int main(int argc, char **argv)
 		co.ssl = &ssl;
 	}
 	(void)on_sub;
-	if (MQTTAsync_connect(s.client, &co) != MQTTASYNC_SUCCESS)
-		die("connect request failed");
-	struct timespec dl;
-	deadline_in(&dl, 15);
-	pthread_mutex_lock(&s.lock);
-	while (!s.connected && !s.conn_failed && pthread_cond_timedwait(&s.cond, &s.lock, &dl) != ETIMEDOUT)
-		;
-	bool ok = s.connected;
-	pthread_mutex_unlock(&s.lock);
-	if (!ok)
-		die("not connected");
+	/* The first connection is retried (--connect-attempts, 1 s apart) (a broker restarting);
+	 * after it, Paho's automatic reconnect takes over. */
+	bool ok = false;
+	for (int tries = 0; tries < s.connect_attempts && !ok; tries++) {
+		pthread_mutex_lock(&s.lock);
+		s.conn_failed = false;
+		pthread_mutex_unlock(&s.lock);
+		if (MQTTAsync_connect(s.client, &co) != MQTTASYNC_SUCCESS)
+			die("connect request failed");
+		struct timespec dl;
+		deadline_in(&dl, 15);
+		pthread_mutex_lock(&s.lock);
+		while (!s.connected && !s.conn_failed &&
+		       pthread_cond_timedwait(&s.cond, &s.lock, &dl) != ETIMEDOUT)
+			;
+		ok = s.connected;
+		pthread_mutex_unlock(&s.lock);
+		if (!ok) {
+			struct timespec one = { 1, 0 };
+			nanosleep(&one, NULL);
+		}
+	}
+	if (!ok) {
+		fprintf(stderr, "crashgate-send: cannot connect to %s\n", s.uri);
+		exit(1);
+	}
 	/* The ack subscription is requested in on_connected; give it a moment to
 	 * be in place before the last chunk can trigger an answer. */
 	struct timespec pause = { 0, 50 * 1000000L };

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The demo: install what is missing, build, make sure a Mosquitto broker runs
+# on 127.0.0.1:1883 (starting one with the shipped configuration and ACL if
+# none is running), run crashgated on the example configuration, send a real
+# crash dump as a simulated device, and list what the gateway stored.
+# Everything it creates lives in ./.demo (delete it to start over).
+set -euo pipefail
+cd "$(dirname "$0")"
+./install-deps.sh
+echo "== building"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$(nproc)" >/dev/null
+bin=$PWD/build/gateway
+demo=$PWD/.demo
+mkdir -p "$demo"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_for() { local i; for ((i = 0; i < 100; i++)); do "$@" && return 0; sleep 0.1; done; return 1; }
+
+password_file=""
+device_auth=()
+if port_open 1883; then
+  echo "== a broker already runs on 127.0.0.1:1883: using it (anonymous logins)"
+else
+  echo "== starting Mosquitto on 127.0.0.1:1883 with config/mosquitto.conf and config/mosquitto.acl"
+  mkdir -p "$demo/broker"
+  (umask 077; head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$demo/crashgate.pw"
+   head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$demo/demo-device-01.pw")
+  mosquitto_passwd -b -c "$demo/passwd" crashgate "$(cat "$demo/crashgate.pw")" >/dev/null
+  mosquitto_passwd -b "$demo/passwd" demo-device-01 "$(cat "$demo/demo-device-01.pw")" >/dev/null
+  sed -e "s|^password_file .*|password_file $demo/passwd|" \
+      -e "s|^acl_file .*|acl_file $PWD/config/mosquitto.acl|" \
+      -e "s|^persistence_location .*|persistence_location $demo/broker/|" \
+      config/mosquitto.conf >"$demo/mosquitto.conf"
+  mosquitto -c "$demo/mosquitto.conf" >"$demo/mosquitto.log" 2>&1 &
+  pids+=($!)
+  wait_for port_open 1883 || { cat "$demo/mosquitto.log"; exit 1; }
+  password_file=$demo/crashgate.pw
+  device_auth=(--password-file "$demo/demo-device-01.pw")
+fi
+
+sed -e "s|@DATA_DIR@|$demo/data|" -e "s|@PORT@|1883|" -e "s|@PASSWORD_FILE@|$password_file|" \
+  config/demo.yaml >"$demo/crashgate.yaml"
+[[ -n $password_file ]] || sed -i '/password_file/d; /username/d' "$demo/crashgate.yaml"
+echo "== starting crashgated (log: .demo/crashgated.log)"
+"$bin/crashgated" -c "$demo/crashgate.yaml" 2>"$demo/crashgated.log" &
+gw=$!
+pids+=($gw)
+wait_for grep -q "subscribed to" "$demo/crashgated.log" || { cat "$demo/crashgated.log"; exit 1; }
+
+# A real crash dump: a Linux ELF core of a segfaulting program from the shared
+# fixtures when they are beside this checkout, otherwise a real ELF core of a
+# process on this machine (gcore).
+dump=../shared/fixtures/elf-core/crash_segv.core
+if [[ ! -f $dump ]]; then
+  sleep 30 & victim=$!
+  gcore -o "$demo/sleep" "$victim" >/dev/null 2>&1 || true
+  kill "$victim" 2>/dev/null || true
+  dump=$demo/sleep.$victim
+  [[ -f $dump ]] || { echo "gcore could not make a core; using /bin/true as a raw dump"; dump=/bin/true; }
+fi
+echo "== device demo-device-01 sends $dump ($(stat -c %s "$dump") bytes) in 1 KiB chunks, shuffled"
+"$bin/crashgate-send" --uri tcp://127.0.0.1:1883 --device demo-device-01 "${device_auth[@]}" \
+  --chunk-size 1024 --shuffle --format 3 --fw-version demo-1.0 "$dump"
+
+echo "== crashgatectl list"
+"$bin/crashgatectl" -c "$demo/crashgate.yaml" list
+echo "== crashgatectl show (newest) --json"
+"$bin/crashgatectl" -c "$demo/crashgate.yaml" list --json | python3 -c '
+import json, sys
+rows = [d for d in json.load(sys.stdin) if "seq" in d]
+print(max(rows, key=lambda d: d["seq"])["id"])' | xargs "$bin/crashgatectl" -c "$demo/crashgate.yaml" show --json
+kill -TERM "$gw"
+wait "$gw" || true
+echo "== done: the store is in .demo/data; run ./demo.sh again to send another dump"

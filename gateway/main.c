@@ -220,6 +220,16 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	/* Signals are taken by sigwait in the main thread only: block them
+	 * first thing, before any thread (ours or Paho's) starts so that all inherit the mask. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
 	const char *cfg_path = NULL;
 	enum cg_log_level level = CG_LOG_INFO;
 	enum cg_log_format fmt = CG_LOG_TEXT;
@@ -254,16 +264,6 @@ int main(int argc, char **argv)
 	}
 	cg_log_setup(level, fmt);
 
-	/* Signals are taken by sigwait in the main thread only: block them
-	 * before any thread (ours or Paho's) starts so that all inherit the mask. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
 
 	struct cg_daemon d = { 0 };
 	char err[1024];

@@ -18,6 +18,7 @@
  */
 #include <MQTTAsync.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -186,7 +187,9 @@ static void publish_backlog(uint64_t id_base)
 
 struct gw {
 	pid_t pid;
-	char log[512];
+	int runs;
+	char name[64];
+	char log[512];  /* one per run, so that waits never match an older run */
 	char cfg[512];
 };
 
@@ -196,7 +199,8 @@ static void write_config(struct gw *g, const char *name)
 	snprintf(dir, sizeof dir, "%s/%s", workdir, name);
 	mkdir(dir, 0700);
 	snprintf(g->cfg, sizeof g->cfg, "%s/%s.yaml", workdir, name);
-	snprintf(g->log, sizeof g->log, "%s/%s.log", workdir, name);
+	snprintf(g->name, sizeof g->name, "%s", name);
+	g->runs = 0;
 	FILE *f = fopen(g->cfg, "w");
 	if (!f)
 		fail("write config");
@@ -210,13 +214,18 @@ static void write_config(struct gw *g, const char *name)
 
 static void gw_start(struct gw *g)
 {
+	/* Paho's threads run in this process: between fork and exec only
+	 * async-signal-safe calls (no stdio, no malloc) or the child may hang on
+	 * a lock another thread held at the fork. */
+	snprintf(g->log, sizeof g->log, "%s/%s.%d.log", workdir, g->name, ++g->runs);
+	int fd = open(g->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	g->pid = fork();
 	if (g->pid == 0) {
-		FILE *lf = freopen(g->log, "a", stderr);
-		(void)lf;
+		dup2(fd, 2);
 		execl(gwbin, gwbin, "-c", g->cfg, (char *)NULL);
 		_exit(127);
 	}
+	close(fd);
 }
 
 static void gw_stop(struct gw *g)
@@ -334,7 +343,11 @@ int main(int argc, char **argv)
 	long dumps = (nchunks + DUMP_CHUNKS - 1) / DUMP_CHUNKS, completed = 0, stored = 0;
 	gw_start(&g);
 	t0 = now_s();
-	while (now_s() - t0 < 300) {
+	/* SIGUSR1 kills a process that has not yet blocked it: poll only once
+	 * crashgated says it runs. */
+	if (!gw_wait_log(&g, "running:", 20000))
+		fail("crashgated did not start");
+	while (now_s() - t0 < 120) {
 		kill(g.pid, SIGUSR1);
 		sleep_ms(10);
 		if (gw_stat(&g, "completed", &completed) && completed >= dumps)

@@ -78,8 +78,11 @@ cg_gw_stop() {
     sleep 0.05
   done
   kill -0 "$CG_GW_PID" 2>/dev/null && cg_fail "crashgated did not stop within 10 s of SIGTERM"
-  wait "$CG_GW_PID" 2>/dev/null || true
+  local rc=0
+  wait "$CG_GW_PID" 2>/dev/null || rc=$?
   CG_GW_PID=
+  # A clean stop exits 0; under the sanitizers a leak or UB report does not.
+  ((rc == 0)) || { tail -30 "$(cg_gw_log)" >&2; cg_fail "crashgated exited $rc after SIGTERM"; }
 }
 
 cg_gw_kill() {

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run the benchmarks against a real Mosquitto on a free loopback port.
+# usage: tests/bench/run.sh [BUILD_DIR]   (default: build)
+# Environment: CG_BENCH_CHUNKS (default 100000), CG_BENCH_OPEN (default 10000).
+set -euo pipefail
+src=$(cd "$(dirname "$0")/../.." && pwd)
+build=$(cd "${1:-$src/build}" && pwd)
+export CG_SRC=$src CG_BIN=$build/gateway CG_TEST_TMP=${CG_TEST_TMP:-/tmp}
+source "$src/tests/integration/lib.sh"
+cg_setup mosquitto
+# The benchmark measures throughput, not authorisation: the shipped broker
+# configuration with its queue limits, but anonymous clients may use the
+# whole crashgate tree (an ACL's lines before any `user` apply to them).
+sed -e 's/^allow_anonymous .*/allow_anonymous true/' "$src/config/mosquitto.conf" >"$CG_T/bench-mosquitto.conf"
+echo "topic readwrite crashgate/#" >"$CG_T/bench.acl"
+CG_BROKER_CONF=$CG_T/bench-mosquitto.conf CG_BROKER_ACL=$CG_T/bench.acl cg_start_broker
+"$build/tests/bench_ingest" --uri "$CG_BROKER_URI" --crashgated "$CG_BIN/crashgated" --workdir "$CG_T" \
+  --chunks "${CG_BENCH_CHUNKS:-100000}" --open-dumps "${CG_BENCH_OPEN:-10000}"

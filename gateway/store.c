@@ -269,6 +269,16 @@ int cg_store_put_chunk(struct cg_store *st, const struct cg_dumpkey *k, uint32_t
 {
 	uint8_t key[CG_DUMPKEY_MAX + 4];
 	size_t klen = chunk_key(key, k, ordinal);
+	if (!rec) { /* the hot path: one put, no batch to allocate */
+		char *rerr = NULL;
+		rocksdb_put_cf(st->db, st->wo, st->cf[CF_CHUNKS], (const char *)key, klen,
+			       (const char *)data, len, &rerr);
+		if (rerr) {
+			rocksdb_free(rerr);
+			return CG_ERR_STORE;
+		}
+		return CG_OK;
+	}
 	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
 	rocksdb_writebatch_put_cf(b, st->cf[CF_CHUNKS], (const char *)key, klen,
 				  (const char *)data, len);
@@ -404,12 +414,15 @@ static int index_encode(const struct cg_index_entry *e, uint8_t *out, size_t cap
 int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k,
 			 struct cg_dump_record *rec, const uint8_t *body)
 {
+	/* cg_store_read_dump proved the chunks are exactly 0..chunks-1: delete
+	 * them by key, without iterating the dump a second time. */
 	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
-	int rc = batch_delete_chunks(st, b, k);
-	if (rc != CG_OK) {
-		rocksdb_writebatch_destroy(b);
-		return rc;
+	uint8_t ck[CG_DUMPKEY_MAX + 4];
+	for (uint32_t i = 0; i < rec->chunks; i++) {
+		size_t cl = chunk_key(ck, k, i);
+		rocksdb_writebatch_delete_cf(b, st->cf[CF_CHUNKS], (const char *)ck, cl);
 	}
+	int rc;
 	pthread_mutex_lock(&st->seq_lock);
 	rec->seq = st->next_seq;
 	uint8_t seqkey[8], nextv[8];

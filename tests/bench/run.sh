@@ -14,5 +14,5 @@ cg_setup mosquitto
 sed -e 's/^allow_anonymous .*/allow_anonymous true/' "$src/config/mosquitto.conf" >"$CG_T/bench-mosquitto.conf"
 echo "topic readwrite crashgate/#" >"$CG_T/bench.acl"
 CG_BROKER_CONF=$CG_T/bench-mosquitto.conf CG_BROKER_ACL=$CG_T/bench.acl cg_start_broker
-"$build/tests/bench_ingest" --uri "$CG_BROKER_URI" --crashgated "$CG_BIN/crashgated" --workdir "$CG_T" \
+"$build/tests/bench_ingest" --uri "$CG_BROKER_URI" --crashgated "${CG_BENCH_GW:-$CG_BIN/crashgated}" --workdir "$CG_T" \
   --chunks "${CG_BENCH_CHUNKS:-100000}" --open-dumps "${CG_BENCH_OPEN:-10000}"

@@ -23,4 +23,8 @@ printf 'gateway:\n  id: x\n  data_dir: /tmp/x\n  colour: blue\n' >"$CG_T/unknown
 out=$("$CG_BIN/crashgated" -c "$CG_T/unknown.yaml" 2>&1) && cg_fail "the daemon started on an unknown key"
 [[ $out == "$CG_T/unknown.yaml:4:3: gateway.colour: "* ]] || cg_fail "unknown key message: $out"
 "$CG_BIN/crashgated" --config-reference | grep -q "max_open_dumps_per_device" || cg_fail "reference lacks a key"
+# The committed reference is the one the tables print: regenerate it with
+#   build/gateway/crashgated --config-reference > config/REFERENCE.md
+"$CG_BIN/crashgated" --config-reference | cmp -s - "$CG_SRC/config/REFERENCE.md" ||
+  cg_fail "config/REFERENCE.md is stale: regenerate it from crashgated --config-reference"
 cg_pass "configuration errors name file:line:column and key"

@@ -105,35 +105,32 @@ static int collect_record(void *ctx, const struct cg_dump_record *r)
 	return 0;
 }
 
-struct open_acc {
-	struct ctl *c;
-	json_t *by_key;   /* hex(dumpkey) → row */
+struct open_count {
+	json_int_t size, chunks;
 };
 
+static int count_chunk(void *ctx, uint32_t ordinal, const uint8_t *data, size_t len);
+
+/* An open dump: its record, with size and chunks counted from the store. */
 static int collect_open(void *ctx, const struct cg_dumpkey *k, const struct cg_dump_record *r)
 {
-	struct open_acc *a = ctx;
-	char key[2 * CG_DUMPKEY_MAX + 1];
-	hex(k->b, k->len, key);
-	json_t *row = record_json(a->c, r);
-	json_object_set_new(row, "size", json_integer(0));
-	json_object_set_new(row, "chunks", json_integer(0));
-	json_object_set(a->by_key, key, row);
-	json_array_append_new(a->c->rows, row);
+	struct ctl *c = ctx;
+	struct open_count n = { 0, 0 };
+	cg_store_each_chunk(c->st, k, count_chunk, &n);
+	json_t *row = record_json(c, r);
+	json_object_set_new(row, "size", json_integer(n.size));
+	json_object_set_new(row, "chunks", json_integer(n.chunks));
+	json_array_append_new(c->rows, row);
 	return 0;
 }
 
-static int count_chunk(void *ctx, const struct cg_dumpkey *k, uint32_t ordinal, size_t len)
+static int count_chunk(void *ctx, uint32_t ordinal, const uint8_t *data, size_t len)
 {
-	struct open_acc *a = ctx;
+	struct open_count *n = ctx;
 	(void)ordinal;
-	char key[2 * CG_DUMPKEY_MAX + 1];
-	hex(k->b, k->len, key);
-	json_t *row = json_object_get(a->by_key, key);
-	if (row) {
-		json_object_set_new(row, "size", json_integer(json_integer_value(json_object_get(row, "size")) + (json_int_t)len));
-		json_object_set_new(row, "chunks", json_integer(json_integer_value(json_object_get(row, "chunks")) + 1));
-	}
+	(void)data;
+	n->size += (json_int_t)len;
+	n->chunks++;
 	return 0;
 }
 
@@ -309,10 +306,7 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "list") == 0) {
 		c.rows = json_array();
 		cg_store_scan_records(c.st, collect_record, &c);
-		struct open_acc a = { &c, json_object() };
-		cg_store_scan_open(c.st, collect_open, &a);
-		cg_store_scan_chunks(c.st, count_chunk, &a);
-		json_decref(a.by_key);
+		cg_store_scan_open(c.st, collect_open, &c);
 		if (c.json) {
 			json_dumpf(c.rows, stdout, JSON_INDENT(2));
 			printf("\n");
@@ -354,7 +348,7 @@ int main(int argc, char **argv)
 				}
 				if (f && f != stdout && fclose(f) != 0)
 					rc = 1;
-				cg_store_free(body);
+				free(body);
 			}
 		}
 		free(r);

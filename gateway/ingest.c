@@ -10,6 +10,9 @@
 
 #include "log.h"
 
+/* prefix (at most 256, config.c) + "/dev/" + device (64) + "/chunk" + NUL */
+#define CG_TOPIC_MAX (256 + 5 + CG_DEVICE_ID_MAX + 6 + 1)
+
 struct cg_ingest {
 	MQTTAsync client;
 	struct cg_reasm *rs;
@@ -19,8 +22,8 @@ struct cg_ingest {
 	size_t prefix_len;
 	char *username;
 	char *password;            /* from password_file; never logged */
-	char sub_chunk[256];
-	char sub_hello[256];
+	char sub_chunk[CG_TOPIC_MAX];
+	char sub_hello[CG_TOPIC_MAX];
 	const struct cg_config *cfg;
 	atomic_bool connected;
 	pthread_mutex_t stats_lock;
@@ -227,7 +230,7 @@ int cg_ingest_start(struct cg_ingest *in, struct cg_reasm *rs, char *err, size_t
 void cg_ingest_send_ack(void *ctx, const char *device, const uint8_t *msg, size_t len)
 {
 	struct cg_ingest *in = ctx;
-	char topic[320];
+	char topic[CG_TOPIC_MAX];
 	snprintf(topic, sizeof topic, "%s/dev/%s/ack", in->prefix, device);
 	MQTTAsync_message m = MQTTAsync_message_initializer;
 	m.payload = (void *)msg;

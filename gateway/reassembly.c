@@ -11,10 +11,13 @@
 
 #include "log.h"
 
-#define MAX_RANGES_PER_DUMP 65536  /* bounds memory against a device that sends every other ordinal */
-#define MAX_MISSING_IN_ACK  64     /* keeps an ack small; the device asks again with hello */
-#define ACK_REPEAT_MS       1000   /* one answer per second for chunks of a finished dump */
+#define MAX_RANGES_PER_DUMP 4096      /* gaps one dump may have while it is being received */
+#define MAX_RANGES_TOTAL    (1u << 20) /* all open dumps together: 8 MiB of range memory */
+#define MAX_MISSING_IN_ACK  64         /* keeps an ack small; the device asks again with hello */
+#define ACK_REPEAT_MS       1000       /* one answer per second for chunks of a finished dump */
 #define MAX_RECENT          100000
+#define MAX_REJECTED        100000
+#define CHUNK_OVERHEAD      (CG_DUMPKEY_MAX + 4) /* key bytes counted against max_store_bytes */
 
 /* What memory holds per open dump: no chunk bytes. */
 struct open_dump {
@@ -26,9 +29,10 @@ struct open_dump {
 	struct cg_range *ranges;           /* received ordinals, sorted, disjoint */
 	uint32_t nranges, cap;
 	uint32_t nchunks;
-	uint64_t bytes;
+	uint64_t bytes;                    /* content bytes */
+	uint64_t cost;                     /* bytes counted against max_store_bytes */
 	int64_t last_ordinal;              /* -1 until known */
-	int64_t last_seen_ms;
+	int64_t last_seen;                 /* monotonic ms */
 };
 
 struct device {
@@ -42,7 +46,17 @@ struct device {
 struct recent {
 	UT_hash_handle hh;
 	struct cg_dumpkey key;
-	int64_t at_ms;
+	int64_t at;
+};
+
+/* A dump rejected recently: further chunks of it are answered, not stored.
+ * Kept in memory only and for reassembly_timeout, so that a device cycling
+ * through dump ids cannot grow the store. */
+struct rejected {
+	UT_hash_handle hh;
+	struct cg_dumpkey key;
+	int64_t at;
+	char reason[128];
 };
 
 struct pending_ack {
@@ -65,7 +79,7 @@ struct cg_reasm {
 	char gateway_id[CG_DEVICE_ID_MAX + 1];
 	struct cg_store *st;
 	struct cg_ack_sink sink;
-	cg_clock_fn clock;
+	cg_clock_fn clock;                 /* monotonic ms: timeouts and rate limits */
 	void *clock_ctx;
 
 	pthread_mutex_t lock;              /* guards everything below */
@@ -73,7 +87,9 @@ struct cg_reasm {
 	struct open_dump *open;            /* by key */
 	struct device *devices;            /* by id */
 	struct recent *recent;
+	struct rejected *rejected;
 	uint32_t nopen;
+	uint64_t ranges_total;
 	struct pending_ack *pending;       /* `complete` acks waiting for a sync */
 	size_t npending, pending_cap;
 	struct out_msg **outbox;
@@ -84,9 +100,19 @@ struct cg_reasm {
 	struct cg_dump_record scratch;     /* record buffer, used under lock */
 };
 
-static int64_t real_clock(void *ctx)
+static int64_t mono_clock(void *ctx)
 {
 	(void)ctx;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Recorded timestamps (first seen, received at) are wall-clock time; every
+ * interval is measured on the injectable monotonic clock, so that a clock
+ * step on a box without an RTC neither expires nor freezes anything. */
+static int64_t wall_ms(void)
+{
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -114,49 +140,78 @@ static bool ranges_contains(const struct open_dump *od, uint32_t v)
 	return false;
 }
 
-/* Insert v (not yet present). Returns -1 when the set would grow past its bound. */
-static int ranges_add(struct open_dump *od, uint32_t v)
+/* Index of the first range that starts above v. */
+static uint32_t ranges_upper(const struct open_dump *od, uint32_t v)
 {
-	uint32_t i = 0, lo = 0, hi = od->nranges;
-	while (lo < hi) { /* first range with first > v */
+	uint32_t lo = 0, hi = od->nranges;
+	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
 		if (od->ranges[mid].first > v)
 			hi = mid;
 		else
 			lo = mid + 1;
 	}
-	i = lo;
+	return lo;
+}
+
+/* Would inserting v (not present) need a range of its own? */
+static bool ranges_needs_new(const struct open_dump *od, uint32_t v)
+{
+	uint32_t i = ranges_upper(od, v);
+	bool join_prev = i > 0 && od->ranges[i - 1].last + 1 == v;
+	bool join_next = i < od->nranges && v + 1 == od->ranges[i].first;
+	return !join_prev && !join_next;
+}
+
+/* Make room for one more range; false when memory is short. */
+static bool ranges_reserve(struct open_dump *od)
+{
+	if (od->nranges < od->cap)
+		return true;
+	uint32_t ncap = od->cap ? od->cap * 2 : 2;
+	struct cg_range *nr = realloc(od->ranges, ncap * sizeof *nr);
+	if (!nr)
+		return false;
+	od->ranges = nr;
+	od->cap = ncap;
+	return true;
+}
+
+/* Insert v (not present; room reserved when it needs a new range).
+ * Returns the change in the number of ranges: +1, 0 or -1. */
+static int ranges_add(struct open_dump *od, uint32_t v)
+{
+	uint32_t i = ranges_upper(od, v);
 	bool join_prev = i > 0 && od->ranges[i - 1].last + 1 == v;
 	bool join_next = i < od->nranges && v + 1 == od->ranges[i].first;
 	if (join_prev && join_next) {
 		od->ranges[i - 1].last = od->ranges[i].last;
 		memmove(&od->ranges[i], &od->ranges[i + 1], (od->nranges - i - 1) * sizeof *od->ranges);
 		od->nranges--;
-	} else if (join_prev) {
-		od->ranges[i - 1].last = v;
-	} else if (join_next) {
-		od->ranges[i].first = v;
-	} else {
-		if (od->nranges == od->cap) {
-			if (od->cap >= MAX_RANGES_PER_DUMP)
-				return -1;
-			uint32_t ncap = od->cap ? od->cap * 2 : 2;
-			struct cg_range *nr = realloc(od->ranges, ncap * sizeof *nr);
-			if (!nr)
-				return -1;
-			od->ranges = nr;
-			od->cap = ncap;
-		}
-		memmove(&od->ranges[i + 1], &od->ranges[i], (od->nranges - i) * sizeof *od->ranges);
-		od->ranges[i].first = od->ranges[i].last = v;
-		od->nranges++;
+		return -1;
 	}
-	return 0;
+	if (join_prev) {
+		od->ranges[i - 1].last = v;
+		return 0;
+	}
+	if (join_next) {
+		od->ranges[i].first = v;
+		return 0;
+	}
+	memmove(&od->ranges[i + 1], &od->ranges[i], (od->nranges - i) * sizeof *od->ranges);
+	od->ranges[i].first = od->ranges[i].last = v;
+	od->nranges++;
+	return 1;
 }
 
 static uint32_t ranges_max(const struct open_dump *od)
 {
 	return od->nranges ? od->ranges[od->nranges - 1].last : 0;
+}
+
+static bool od_ready(const struct open_dump *od)
+{
+	return od->last_ordinal >= 0 && (int64_t)od->nchunks == od->last_ordinal + 1;
 }
 
 /* The ordinals still missing, as at most `cap` ranges. When the last ordinal
@@ -232,22 +287,21 @@ static void flush_outbox(struct cg_reasm *rs)
 	free(out);
 }
 
-static void send_incomplete(struct cg_reasm *rs, struct open_dump *od)
+static void busy(struct cg_reasm *rs, const char *device, uint64_t dump_id, const char *why)
 {
-	struct cg_range miss[MAX_MISSING_IN_ACK];
-	size_t n = missing_ranges(od, miss, MAX_MISSING_IN_ACK);
-	send_ack(rs, od->dev->id, od->dump_id, CG_ACK_INCOMPLETE, NULL, miss, n);
+	rs->stats.busy++;
+	send_ack(rs, device, dump_id, CG_ACK_BUSY, why, NULL, 0);
 }
 
-/* Answer about a dump that is no longer open, at most once per second. */
-static void answer_finished(struct cg_reasm *rs, const struct cg_dumpkey *k, const char *device,
-			    uint64_t dump_id, uint32_t status, const char *reason)
+/* True at most once per second per dump: answers about dumps that are no
+ * longer open, so a device resending a whole dump gets one answer. */
+static bool answer_due(struct cg_reasm *rs, const struct cg_dumpkey *k)
 {
 	int64_t now = now_ms(rs);
 	struct recent *r = NULL;
 	HASH_FIND(hh, rs->recent, k->b, k->len, r);
-	if (r && now - r->at_ms < ACK_REPEAT_MS)
-		return;
+	if (r && now - r->at < ACK_REPEAT_MS && now >= r->at)
+		return false;
 	if (!r) {
 		if (HASH_COUNT(rs->recent) >= MAX_RECENT) {
 			struct recent *x, *tmp;
@@ -258,12 +312,54 @@ static void answer_finished(struct cg_reasm *rs, const struct cg_dumpkey *k, con
 		}
 		r = calloc(1, sizeof *r);
 		if (!r)
-			return;
+			return true;
 		r->key = *k;
 		HASH_ADD(hh, rs->recent, key.b, r->key.len, r);
 	}
-	r->at_ms = now;
-	send_ack(rs, device, dump_id, status, reason, NULL, 0);
+	r->at = now;
+	return true;
+}
+
+static void queue_complete_ack(struct cg_reasm *rs, const char *device, uint64_t dump_id)
+{
+	if (rs->npending == rs->pending_cap) {
+		size_t ncap = rs->pending_cap ? rs->pending_cap * 2 : 64;
+		struct pending_ack *np = realloc(rs->pending, ncap * sizeof *np);
+		if (!np)
+			return; /* the device asks again; the dump itself is stored */
+		rs->pending = np;
+		rs->pending_cap = ncap;
+	}
+	struct pending_ack *p = &rs->pending[rs->npending++];
+	snprintf(p->device, sizeof p->device, "%s", device);
+	p->dump_id = dump_id;
+	pthread_cond_signal(&rs->cond);
+}
+
+static void remember_rejection(struct cg_reasm *rs, const struct cg_dumpkey *k, const char *reason)
+{
+	struct rejected *r = NULL;
+	HASH_FIND(hh, rs->rejected, k->b, k->len, r);
+	if (!r) {
+		if (HASH_COUNT(rs->rejected) >= MAX_REJECTED)
+			return; /* later chunks are checked afresh and rejected again */
+		r = calloc(1, sizeof *r);
+		if (!r)
+			return;
+		r->key = *k;
+		HASH_ADD(hh, rs->rejected, key.b, r->key.len, r);
+	}
+	r->at = now_ms(rs);
+	snprintf(r->reason, sizeof r->reason, "%s", reason);
+}
+
+static void send_incomplete(struct cg_reasm *rs, struct open_dump *od)
+{
+	struct cg_range miss[MAX_MISSING_IN_ACK];
+	size_t n = missing_ranges(od, miss, MAX_MISSING_IN_ACK);
+	if (n == 0)
+		return; /* nothing missing: the dump is completing, `complete` follows */
+	send_ack(rs, od->dev->id, od->dump_id, CG_ACK_INCOMPLETE, NULL, miss, n);
 }
 
 /* ---- open dump bookkeeping ---- */
@@ -287,13 +383,18 @@ static struct open_dump *od_new(struct cg_reasm *rs, const struct cg_dumpkey *k,
 {
 	struct device *d = device_get(rs, device, true);
 	struct open_dump *od = d ? calloc(1, sizeof *od) : NULL;
-	if (!od)
+	if (!od) {
+		if (d && d->nopen == 0) {
+			HASH_DEL(rs->devices, d);
+			free(d);
+		}
 		return NULL;
+	}
 	od->key = *k;
 	od->dev = d;
 	od->dump_id = dump_id;
 	od->last_ordinal = -1;
-	od->last_seen_ms = now_ms(rs);
+	od->last_seen = now_ms(rs);
 	od->dev_next = d->open;
 	d->open = od;
 	d->nopen++;
@@ -317,21 +418,33 @@ static void od_free(struct cg_reasm *rs, struct open_dump *od)
 	}
 	HASH_DEL(rs->open, od);
 	rs->nopen--;
+	rs->ranges_total -= od->nranges;
 	free(od->ranges);
 	free(od);
+}
+
+/* Delete an open dump's chunks and open record; adjusts the store budget
+ * only when the delete went through. */
+static int od_drop(struct cg_reasm *rs, struct open_dump *od)
+{
+	int rc = cg_store_drop_open(rs->st, &od->key, NULL);
+	if (rc != CG_OK) {
+		log_error("reasm", "cannot drop dump %s/%" PRIu64 ": %s; it stays until the next start",
+			  od->dev->id, od->dump_id, cg_strerror(rc));
+		return rc;
+	}
+	rs->dirty = true;
+	rs->stats.store_bytes -= od->cost;
+	return CG_OK;
 }
 
 /* Give up on an open dump: free its chunks, remember why, tell the device. */
 static void od_reject(struct cg_reasm *rs, struct open_dump *od, const char *reason)
 {
-	struct cg_index_entry tomb = { .status = CG_DUMP_REJECTED, .at_ms = now_ms(rs) };
-	snprintf(tomb.reason, sizeof tomb.reason, "%s", reason);
-	if (cg_store_drop_open(rs->st, &od->key, &tomb) != CG_OK)
-		log_error("reasm", "cannot drop rejected dump %s/%" PRIu64, od->dev->id, od->dump_id);
-	rs->dirty = true;
+	od_drop(rs, od);
 	rs->stats.dumps_rejected++;
-	rs->stats.store_bytes -= od->bytes;
 	log_warn("reasm", "rejected dump %s/%" PRIu64 ": %s", od->dev->id, od->dump_id, reason);
+	remember_rejection(rs, &od->key, reason);
 	send_ack(rs, od->dev->id, od->dump_id, CG_ACK_REJECTED, reason, NULL, 0);
 	od_free(rs, od);
 }
@@ -340,40 +453,44 @@ static void od_reject(struct cg_reasm *rs, struct open_dump *od, const char *rea
 static void reject_new(struct cg_reasm *rs, const struct cg_dumpkey *k, const char *device,
 		       uint64_t dump_id, const char *reason)
 {
-	struct cg_index_entry tomb = { .status = CG_DUMP_REJECTED, .at_ms = now_ms(rs) };
-	snprintf(tomb.reason, sizeof tomb.reason, "%s", reason);
-	cg_store_drop_open(rs->st, k, &tomb);
 	rs->stats.dumps_rejected++;
-	log_warn("reasm", "rejected dump %s/%" PRIu64 ": %s", device, dump_id, reason);
+	if (answer_due(rs, k))
+		log_warn("reasm", "rejected dump %s/%" PRIu64 ": %s", device, dump_id, reason);
+	remember_rejection(rs, k, reason);
 	send_ack(rs, device, dump_id, CG_ACK_REJECTED, reason, NULL, 0);
 }
 
-static void queue_complete_ack(struct cg_reasm *rs, const char *device, uint64_t dump_id)
+/* A minimal open record, for a dump whose record is missing (written by an
+ * older version, or lost): what memory knows. */
+static void record_fresh(struct cg_reasm *rs, struct cg_dump_record *rec, const char *device,
+			 uint64_t dump_id)
 {
-	if (rs->npending == rs->pending_cap) {
-		size_t ncap = rs->pending_cap ? rs->pending_cap * 2 : 64;
-		struct pending_ack *np = realloc(rs->pending, ncap * sizeof *np);
-		if (!np)
-			return; /* the device asks again; the dump itself is stored */
-		rs->pending = np;
-		rs->pending_cap = ncap;
-	}
-	struct pending_ack *p = &rs->pending[rs->npending++];
-	snprintf(p->device, sizeof p->device, "%s", device);
-	p->dump_id = dump_id;
-	pthread_cond_signal(&rs->cond);
+	(void)rs;
+	memset(rec, 0, sizeof *rec);
+	snprintf(rec->device, sizeof rec->device, "%s", device);
+	rec->dump_id = dump_id;
+	rec->status = CG_DUMP_OPEN;
+	rec->first_seen_ms = wall_ms();
+	rec->last_ordinal = -1;
 }
 
 /*
- * All ordinals 0..last are present: check size and CRC, move the body into
- * the dumps column family and queue the `complete` ack for after the sync.
+ * All ordinals 0..last are present: check size and CRC, write the dump's
+ * record and queue the `complete` ack for after the sync. A failure of the
+ * store leaves the dump open and answers `busy`; only the data itself
+ * (size, CRC) can get a dump rejected.
  */
 static void od_complete(struct cg_reasm *rs, struct open_dump *od)
 {
 	struct cg_dump_record *rec = &rs->scratch;
 	char why[128];
-	if (cg_store_get_open(rs->st, &od->key, rec) != CG_OK) {
-		od_reject(rs, od, "internal: open record unreadable");
+	int rc = cg_store_get_open(rs->st, &od->key, rec);
+	if (rc == CG_ERR_NOT_FOUND || rc == CG_ERR_MALFORMED) {
+		log_warn("reasm", "dump %s/%" PRIu64 ": open record %s; completing without it", od->dev->id,
+			 od->dump_id, rc == CG_ERR_NOT_FOUND ? "missing" : "unreadable");
+		record_fresh(rs, rec, od->dev->id, od->dump_id);
+	} else if (rc != CG_OK) {
+		busy(rs, od->dev->id, od->dump_id, "store unavailable");
 		return;
 	}
 	if (rec->has_total_size && rec->total_size != od->bytes) {
@@ -382,31 +499,31 @@ static void od_complete(struct cg_reasm *rs, struct open_dump *od)
 		od_reject(rs, od, why);
 		return;
 	}
-	uint8_t *body = NULL;
-	int rc = cg_store_read_dump(rs->st, &od->key, od->nchunks, od->bytes, &body);
-	if (rc != CG_OK) {
-		log_error("reasm", "cannot read dump %s/%" PRIu64 ": %s", od->dev->id, od->dump_id,
-			  cg_strerror(rc));
-		return; /* stays open; a hello or resend retries */
-	}
 	if (rec->has_crc32) {
-		uint32_t crc = cg_crc32(0, body, od->bytes);
+		uint32_t crc = 0;
+		rc = cg_store_crc_dump(rs->st, &od->key, od->nchunks, od->bytes, &crc);
+		if (rc != CG_OK) {
+			log_error("reasm", "cannot read dump %s/%" PRIu64 " back: %s", od->dev->id, od->dump_id,
+				  cg_strerror(rc));
+			busy(rs, od->dev->id, od->dump_id, "store unavailable");
+			return;
+		}
 		if (crc != rec->crc32) {
-			free(body);
 			snprintf(why, sizeof why, "bad crc32: computed 0x%08x, device said 0x%08x", crc, rec->crc32);
 			od_reject(rs, od, why);
 			return;
 		}
 	}
 	rec->status = CG_DUMP_STORED;
-	rec->received_at_ms = now_ms(rs);
+	rec->received_at_ms = wall_ms();
 	rec->size = od->bytes;
 	rec->chunks = od->nchunks;
-	rc = cg_store_commit_dump(rs->st, &od->key, rec, body);
-	free(body);
+	rec->last_ordinal = od->last_ordinal;
+	rc = cg_store_commit_dump(rs->st, &od->key, rec);
 	if (rc != CG_OK) {
 		log_error("reasm", "cannot commit dump %s/%" PRIu64 ": %s", od->dev->id, od->dump_id,
 			  cg_strerror(rc));
+		busy(rs, od->dev->id, od->dump_id, "store write failed");
 		return;
 	}
 	rs->dirty = true;
@@ -415,6 +532,16 @@ static void od_complete(struct cg_reasm *rs, struct open_dump *od)
 		 od->dev->id, od->dump_id, od->bytes, od->nchunks, rec->seq);
 	queue_complete_ack(rs, od->dev->id, od->dump_id);
 	od_free(rs, od);
+}
+
+/* After a chunk: complete the dump, or tell the device what is missing when
+ * it sent its last chunk (again). */
+static void od_progress(struct cg_reasm *rs, struct open_dump *od, bool sent_last)
+{
+	if (od_ready(od))
+		od_complete(rs, od);
+	else if (sent_last)
+		send_incomplete(rs, od);
 }
 
 /* Copy chunk-0 fields into the open record. */
@@ -447,54 +574,55 @@ static void record_chunk0(struct cg_dump_record *rec, const struct cg_chunk *c)
 	}
 }
 
-/* A chunk for a dump that is not open: answer from the index, or open it. */
-static struct open_dump *open_or_answer(struct cg_reasm *rs, const struct cg_dumpkey *k,
-					const char *device, const struct cg_chunk *c, bool *is_new)
+/*
+ * A chunk of a dump that is not open: answer it from what we remember (a
+ * recent rejection, or the index for a stored dump), or return false when
+ * it starts a new dump.
+ */
+static bool answer_closed(struct cg_reasm *rs, const struct cg_dumpkey *k, const char *device,
+			  uint64_t dump_id)
 {
+	struct rejected *rj = NULL;
+	HASH_FIND(hh, rs->rejected, k->b, k->len, rj);
+	if (rj) {
+		int64_t age = now_ms(rs) - rj->at;
+		if (age >= 0 && age < (int64_t)rs->opts.reassembly_timeout_ms) {
+			if (answer_due(rs, k))
+				send_ack(rs, device, dump_id, CG_ACK_REJECTED, rj->reason, NULL, 0);
+			return true;
+		}
+		HASH_DEL(rs->rejected, rj);
+		free(rj);
+	}
 	struct cg_index_entry ie;
 	int rc = cg_store_index_get(rs->st, k, &ie);
-	if (rc == CG_OK) {
-		bool rejection_live = ie.status == CG_DUMP_REJECTED &&
-				      now_ms(rs) - ie.at_ms < (int64_t)rs->opts.reassembly_timeout_ms;
-		if (ie.status != CG_DUMP_REJECTED) {
-			/* Sent again after it was stored: answer complete, store once. */
-			rs->stats.dumps_duplicate++;
-			answer_finished(rs, k, device, c->dump_id, CG_ACK_COMPLETE, NULL);
-			return NULL;
-		}
-		if (rejection_live) {
-			answer_finished(rs, k, device, c->dump_id, CG_ACK_REJECTED, ie.reason);
-			return NULL;
-		}
-	} else if (rc != CG_ERR_NOT_FOUND) {
-		rs->stats.busy++;
-		send_ack(rs, device, c->dump_id, CG_ACK_BUSY, "store unavailable", NULL, 0);
-		return NULL;
+	if (rc == CG_OK && ie.status != CG_DUMP_REJECTED) {
+		/* Sent again after it was stored: stored once, answered `complete`
+		 * once the store is synced (the commit may still be in flight). */
+		rs->stats.dumps_duplicate++;
+		if (answer_due(rs, k))
+			queue_complete_ack(rs, device, dump_id);
+		return true;
 	}
-	struct device *d = device_get(rs, device, false);
-	const char *busy = NULL;
-	if (rs->nopen >= rs->opts.max_open_dumps)
-		busy = "too many open dumps at the gateway";
-	else if (d && d->nopen >= rs->opts.max_open_dumps_per_device)
-		busy = "too many open dumps for this device";
-	else if (rs->stats.store_bytes + c->content_len > rs->opts.max_store_bytes)
-		busy = "gateway storage full";
-	if (busy) {
-		rs->stats.busy++;
-		send_ack(rs, device, c->dump_id, CG_ACK_BUSY, busy, NULL, 0);
-		return NULL;
+	if (rc != CG_OK && rc != CG_ERR_NOT_FOUND) {
+		busy(rs, device, dump_id, "store unavailable");
+		return true;
 	}
-	struct open_dump *od = od_new(rs, k, device, c->dump_id);
-	if (!od) {
-		rs->stats.busy++;
-		send_ack(rs, device, c->dump_id, CG_ACK_BUSY, "out of memory", NULL, 0);
-		return NULL;
-	}
-	*is_new = true;
-	return od;
+	return false;
 }
 
-/* Same ordinal again: harmless if identical, corrupt otherwise. */
+static const char *open_refusal(struct cg_reasm *rs, const char *device)
+{
+	struct device *d = device_get(rs, device, false);
+	if (rs->nopen >= rs->opts.max_open_dumps)
+		return "too many open dumps at the gateway";
+	if (d && d->nopen >= rs->opts.max_open_dumps_per_device)
+		return "too many open dumps for this device";
+	return NULL;
+}
+
+/* Same ordinal again: harmless if identical (and it may carry the `last`
+ * flag the first copy lacked), corrupt otherwise. */
 static void handle_repeat(struct cg_reasm *rs, struct open_dump *od, const struct cg_chunk *c)
 {
 	uint8_t *old = NULL;
@@ -503,20 +631,52 @@ static void handle_repeat(struct cg_reasm *rs, struct open_dump *od, const struc
 	if (rc != CG_OK) {
 		log_error("reasm", "cannot read chunk %u of %s/%" PRIu64 ": %s", c->ordinal, od->dev->id,
 			  od->dump_id, cg_strerror(rc));
+		busy(rs, od->dev->id, od->dump_id, "store unavailable");
 		return;
 	}
 	bool same = oldlen == c->content_len && memcmp(old, c->content, oldlen) == 0;
 	cg_store_free(old);
+	char why[96];
 	if (!same) {
-		char why[96];
 		snprintf(why, sizeof why, "corrupt: chunk %u repeated with different bytes", c->ordinal);
 		od_reject(rs, od, why);
 		return;
 	}
 	rs->stats.chunks_repeated++;
-	od->last_seen_ms = now_ms(rs);
-	if (c->last && od->last_ordinal >= 0)
-		send_incomplete(rs, od); /* a device resending its last chunk asks where it stands */
+	od->last_seen = now_ms(rs);
+	if (c->last && od->last_ordinal < 0) {
+		if (c->ordinal != ranges_max(od)) {
+			snprintf(why, sizeof why, "corrupt: last chunk %u below chunk %u", c->ordinal, ranges_max(od));
+			od_reject(rs, od, why);
+			return;
+		}
+		struct cg_dump_record *rec = &rs->scratch;
+		rc = cg_store_get_open(rs->st, &od->key, rec);
+		if (rc == CG_ERR_NOT_FOUND || rc == CG_ERR_MALFORMED)
+			record_fresh(rs, rec, od->dev->id, od->dump_id);
+		else if (rc != CG_OK) {
+			busy(rs, od->dev->id, od->dump_id, "store unavailable");
+			return;
+		}
+		rec->last_ordinal = c->ordinal;
+		if (c->present & CG_HAS_CRC32) {
+			rec->has_crc32 = true;
+			rec->crc32 = c->crc32;
+		}
+		/* Rewrite the chunk with the record: same bytes, one atomic batch. */
+		if (cg_store_put_chunk(rs->st, &od->key, c->ordinal, c->content, c->content_len, rec) != CG_OK) {
+			busy(rs, od->dev->id, od->dump_id, "store write failed");
+			return;
+		}
+		rs->dirty = true;
+		od->last_ordinal = c->ordinal;
+	} else if (c->last && c->ordinal != od->last_ordinal) {
+		snprintf(why, sizeof why, "corrupt: two last chunks (%" PRId64 " and %u)", od->last_ordinal,
+			 c->ordinal);
+		od_reject(rs, od, why);
+		return;
+	}
+	od_progress(rs, od, c->last);
 }
 
 static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *payload, size_t len)
@@ -535,6 +695,10 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 	cg_dumpkey_make(&k, device, strlen(device), c.dump_id);
 	struct open_dump *od = NULL;
 	HASH_FIND(hh, rs->open, k.b, k.len, od);
+	/* What the gateway already decided about this dump comes first: a bad
+	 * chunk must never overwrite the record of a stored dump. */
+	if (!od && answer_closed(rs, &k, device, c.dump_id))
+		return CG_OK;
 
 	char why[128];
 	why[0] = '\0';
@@ -555,45 +719,71 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 		return CG_OK;
 	}
 
-	bool is_new = false;
-	if (!od) {
-		od = open_or_answer(rs, &k, device, &c, &is_new);
-		if (!od)
-			return CG_OK;
-	}
-	if (!is_new && ranges_contains(od, c.ordinal)) {
+	if (od && ranges_contains(od, c.ordinal)) {
 		handle_repeat(rs, od, &c);
 		return CG_OK;
 	}
 
-	if (od->last_ordinal >= 0 && c.ordinal > od->last_ordinal)
-		snprintf(why, sizeof why, "corrupt: chunk %u beyond the last chunk %" PRId64, c.ordinal,
-			 od->last_ordinal);
-	else if (c.last && od->last_ordinal >= 0)
-		snprintf(why, sizeof why, "corrupt: two last chunks (%" PRId64 " and %u)", od->last_ordinal,
-			 c.ordinal);
-	else if (c.last && od->nranges && c.ordinal < ranges_max(od))
-		snprintf(why, sizeof why, "corrupt: last chunk %u below chunk %u", c.ordinal, ranges_max(od));
-	else if (od->bytes + c.content_len > rs->opts.max_dump_bytes)
-		snprintf(why, sizeof why, "too large: more than %" PRIu64 " bytes", rs->opts.max_dump_bytes);
-	if (why[0]) {
-		od_reject(rs, od, why);
+	if (od) {
+		if (od->last_ordinal >= 0 && c.ordinal > od->last_ordinal)
+			snprintf(why, sizeof why, "corrupt: chunk %u beyond the last chunk %" PRId64, c.ordinal,
+				 od->last_ordinal);
+		else if (c.last && od->last_ordinal >= 0)
+			snprintf(why, sizeof why, "corrupt: two last chunks (%" PRId64 " and %u)", od->last_ordinal,
+				 c.ordinal);
+		else if (c.last && od->nranges && c.ordinal < ranges_max(od))
+			snprintf(why, sizeof why, "corrupt: last chunk %u below chunk %u", c.ordinal, ranges_max(od));
+		else if (od->bytes + c.content_len > rs->opts.max_dump_bytes)
+			snprintf(why, sizeof why, "too large: more than %" PRIu64 " bytes", rs->opts.max_dump_bytes);
+		else if (ranges_needs_new(od, c.ordinal) && od->nranges >= MAX_RANGES_PER_DUMP)
+			snprintf(why, sizeof why, "too fragmented: more than %u gaps", MAX_RANGES_PER_DUMP);
+		if (why[0]) {
+			od_reject(rs, od, why);
+			return CG_OK;
+		}
+	}
+
+	/* Budgets: nothing is written that the store or memory cannot hold. */
+	uint64_t cost = c.content_len + CHUNK_OVERHEAD;
+	const char *refuse = NULL;
+	if (rs->stats.store_bytes + cost > rs->opts.max_store_bytes)
+		refuse = "gateway storage full";
+	else if (!od)
+		refuse = open_refusal(rs, device);
+	if (!refuse && rs->ranges_total >= MAX_RANGES_TOTAL && (!od || ranges_needs_new(od, c.ordinal)))
+		refuse = "too many fragmented dumps at the gateway";
+	if (refuse) {
+		busy(rs, device, c.dump_id, refuse);
+		return CG_OK;
+	}
+
+	bool is_new = od == NULL;
+	if (is_new) {
+		od = od_new(rs, &k, device, c.dump_id);
+		if (!od) {
+			busy(rs, device, c.dump_id, "out of memory");
+			return CG_OK;
+		}
+	}
+	bool new_range = ranges_needs_new(od, c.ordinal);
+	if (new_range && !ranges_reserve(od)) {
+		busy(rs, device, c.dump_id, "out of memory");
+		if (is_new)
+			od_free(rs, od);
 		return CG_OK;
 	}
 
 	/* The open record changes only on a dump's first chunk, chunk 0 and the
 	 * last chunk: two or three read-modify-writes per dump, none per chunk. */
 	struct cg_dump_record *rec = NULL;
-	bool touches_record = is_new || c.ordinal == 0 || c.last || (c.present & CG_HAS_CRC32);
-	if (touches_record) {
+	if (is_new || c.ordinal == 0 || c.last || (c.present & CG_HAS_CRC32)) {
 		rec = &rs->scratch;
-		if (is_new || cg_store_get_open(rs->st, &k, rec) != CG_OK) {
-			memset(rec, 0, sizeof *rec);
-			snprintf(rec->device, sizeof rec->device, "%s", device);
-			rec->dump_id = c.dump_id;
-			rec->status = CG_DUMP_OPEN;
-			rec->first_seen_ms = now_ms(rs);
-			rec->last_ordinal = -1;
+		rc = is_new ? CG_ERR_NOT_FOUND : cg_store_get_open(rs->st, &k, rec);
+		if (rc == CG_ERR_NOT_FOUND || rc == CG_ERR_MALFORMED) {
+			record_fresh(rs, rec, device, c.dump_id);
+		} else if (rc != CG_OK) {
+			busy(rs, device, c.dump_id, "store unavailable");
+			return CG_ERR_STORE;
 		}
 		if (c.ordinal == 0)
 			record_chunk0(rec, &c);
@@ -614,31 +804,22 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 	if (rc != CG_OK) {
 		/* Not stored: ask the device to keep the dump and retry. */
 		log_error("reasm", "store write failed for %s/%" PRIu64 ": %s", device, c.dump_id, cg_strerror(rc));
-		rs->stats.busy++;
-		send_ack(rs, device, c.dump_id, CG_ACK_BUSY, "store write failed", NULL, 0);
+		busy(rs, device, c.dump_id, "store write failed");
 		if (is_new)
 			od_free(rs, od);
 		return CG_ERR_STORE;
 	}
-	rs->stats.store_bytes += c.content_len;
-	od->bytes += c.content_len;
-	if (ranges_add(od, c.ordinal) != 0) {
-		od_reject(rs, od, "too fragmented: too many gaps between received chunks");
-		return CG_OK;
-	}
 	rs->dirty = true;
 	rs->stats.chunks_stored++;
+	rs->stats.store_bytes += cost;
+	rs->ranges_total += (uint64_t)(int64_t)ranges_add(od, c.ordinal);
 	od->nchunks++;
-	od->last_seen_ms = now_ms(rs);
+	od->bytes += c.content_len;
+	od->cost += cost;
+	od->last_seen = now_ms(rs);
 	if (c.last)
 		od->last_ordinal = c.ordinal;
-
-	if (od->last_ordinal >= 0) {
-		if ((int64_t)od->nchunks == od->last_ordinal + 1)
-			od_complete(rs, od);
-		else if (c.last)
-			send_incomplete(rs, od);
-	}
+	od_progress(rs, od, c.last);
 	return CG_OK;
 }
 
@@ -661,8 +842,15 @@ int cg_reasm_hello(struct cg_reasm *rs, const char *device, const uint8_t *paylo
 		log_warn("reasm", "malformed hello from %s: %s", device, cg_strerror(rc));
 	} else {
 		struct device *d = device_get(rs, device, false);
-		for (struct open_dump *od = d ? d->open : NULL; od; od = od->dev_next)
-			send_incomplete(rs, od);
+		struct open_dump *od = d ? d->open : NULL;
+		while (od) {
+			struct open_dump *next = od->dev_next; /* od may complete and go away */
+			if (od_ready(od))
+				od_complete(rs, od);
+			else
+				send_incomplete(rs, od);
+			od = next;
+		}
 	}
 	pthread_mutex_unlock(&rs->lock);
 	flush_outbox(rs);
@@ -673,7 +861,7 @@ int cg_reasm_commit(struct cg_reasm *rs)
 {
 	pthread_mutex_lock(&rs->lock);
 	struct pending_ack *acks = rs->pending;
-	size_t nacks = rs->npending;
+	size_t nacks = rs->npending, cap = rs->pending_cap;
 	bool dirty = rs->dirty;
 	rs->pending = NULL;
 	rs->npending = rs->pending_cap = 0;
@@ -681,25 +869,26 @@ int cg_reasm_commit(struct cg_reasm *rs)
 	pthread_mutex_unlock(&rs->lock);
 
 	int rc = CG_OK;
-	if (dirty || nacks) {
+	if (dirty || nacks)
 		rc = cg_store_sync(rs->st);
-		pthread_mutex_lock(&rs->lock);
-		rs->stats.syncs++;
-		pthread_mutex_unlock(&rs->lock);
-	}
-	if (rc != CG_OK) {
-		/* Not durable: no `complete`. The devices keep their dumps and ask again. */
-		log_error("reasm", "store sync failed: %s; %zu acks withheld", cg_strerror(rc), nacks);
-		free(acks);
-		return rc;
-	}
 	pthread_mutex_lock(&rs->lock);
-	for (size_t i = 0; i < nacks; i++)
-		send_ack(rs, acks[i].device, acks[i].dump_id, CG_ACK_COMPLETE, NULL, NULL, 0);
+	if (dirty || nacks)
+		rs->stats.syncs++;
+	if (rc != CG_OK) {
+		/* Not durable: no `complete` yet. Keep the acks and try again. */
+		log_error("reasm", "store sync failed: %s; %zu acks wait for the next sync", cg_strerror(rc), nacks);
+		rs->dirty = true;
+		for (size_t i = 0; i < nacks; i++)
+			queue_complete_ack(rs, acks[i].device, acks[i].dump_id);
+	} else {
+		for (size_t i = 0; i < nacks; i++)
+			send_ack(rs, acks[i].device, acks[i].dump_id, CG_ACK_COMPLETE, NULL, NULL, 0);
+	}
 	pthread_mutex_unlock(&rs->lock);
+	(void)cap;
 	free(acks);
 	flush_outbox(rs);
-	return CG_OK;
+	return rc;
 }
 
 bool cg_reasm_wait(struct cg_reasm *rs, uint64_t timeout_ms)
@@ -735,27 +924,38 @@ void cg_reasm_tick(struct cg_reasm *rs)
 {
 	pthread_mutex_lock(&rs->lock);
 	int64_t now = now_ms(rs);
+	int64_t timeout = (int64_t)rs->opts.reassembly_timeout_ms;
 	struct open_dump *od, *tmp;
 	HASH_ITER(hh, rs->open, od, tmp) {
-		if (now - od->last_seen_ms < (int64_t)rs->opts.reassembly_timeout_ms)
+		if (od_ready(od)) { /* an earlier completion hit a store error */
+			od_complete(rs, od);
 			continue;
-		log_warn("reasm", "dump %s/%" PRIu64 " expired incomplete after %" PRIu64 " ms: %u chunks, %" PRIu64 " bytes",
-			 od->dev->id, od->dump_id, rs->opts.reassembly_timeout_ms, od->nchunks, od->bytes);
-		if (cg_store_drop_open(rs->st, &od->key, NULL) != CG_OK)
+		}
+		if (now - od->last_seen < timeout)
 			continue;
-		rs->dirty = true;
+		log_warn("reasm", "dump %s/%" PRIu64 " expired incomplete after %" PRId64 " ms: %u chunks, %" PRIu64 " bytes",
+			 od->dev->id, od->dump_id, timeout, od->nchunks, od->bytes);
+		if (od_drop(rs, od) != CG_OK)
+			continue;
 		rs->stats.dumps_expired++;
-		rs->stats.store_bytes -= od->bytes;
 		od_free(rs, od);
 	}
 	struct recent *r, *rtmp;
 	HASH_ITER(hh, rs->recent, r, rtmp) {
-		if (now - r->at_ms >= ACK_REPEAT_MS) {
+		if (now - r->at >= ACK_REPEAT_MS || now < r->at) {
 			HASH_DEL(rs->recent, r);
 			free(r);
 		}
 	}
+	struct rejected *rj, *rjtmp;
+	HASH_ITER(hh, rs->rejected, rj, rjtmp) {
+		if (now - rj->at >= timeout || now < rj->at) {
+			HASH_DEL(rs->rejected, rj);
+			free(rj);
+		}
+	}
 	pthread_mutex_unlock(&rs->lock);
+	flush_outbox(rs);
 }
 
 void cg_reasm_get_stats(struct cg_reasm *rs, struct cg_reasm_stats *out)
@@ -768,37 +968,40 @@ void cg_reasm_get_stats(struct cg_reasm *rs, struct cg_reasm_stats *out)
 
 /* ---- recovery at start ---- */
 
+struct recover_ctx {
+	struct cg_reasm *rs;
+	struct open_dump *od;
+};
+
+static int recover_chunk(void *ctx, uint32_t ordinal, const uint8_t *data, size_t len)
+{
+	struct recover_ctx *r = ctx;
+	(void)data;
+	struct open_dump *od = r->od;
+	if (ranges_contains(od, ordinal))
+		return 0;
+	if (ranges_needs_new(od, ordinal) && !ranges_reserve(od))
+		return CG_ERR_NOMEM;
+	r->rs->ranges_total += (uint64_t)(int64_t)ranges_add(od, ordinal);
+	od->nchunks++;
+	od->bytes += len;
+	od->cost += len + CHUNK_OVERHEAD;
+	r->rs->stats.store_bytes += len + CHUNK_OVERHEAD;
+	return 0;
+}
+
+/* Each open record becomes an open dump again, with its chunks counted
+ * from the store (only that dump's key range is read). */
 static int recover_open(void *ctx, const struct cg_dumpkey *k, const struct cg_dump_record *rec)
 {
 	struct cg_reasm *rs = ctx;
 	struct open_dump *od = od_new(rs, k, rec->device, rec->dump_id);
-	if (od)
-		od->last_ordinal = rec->last_ordinal;
-	return 0;
-}
-
-static int recover_chunk(void *ctx, const struct cg_dumpkey *k, uint32_t ordinal, size_t len)
-{
-	struct cg_reasm *rs = ctx;
-	struct open_dump *od = NULL;
-	HASH_FIND(hh, rs->open, k->b, k->len, od);
-	if (!od) {
-		/* Chunks are always written with or after their open record; a
-		 * chunk without one is an orphan of an older version: adopt it so
-		 * the reassembly timeout frees it. */
-		char dev[CG_DEVICE_ID_MAX + 1];
-		uint64_t id;
-		if (cg_dumpkey_parse(k->b, k->len, dev, &id) != CG_OK)
-			return 0;
-		od = od_new(rs, k, dev, id);
-		if (!od)
-			return 0;
-	}
-	if (ranges_add(od, ordinal) == 0) {
-		od->nchunks++;
-		od->bytes += len;
-		rs->stats.store_bytes += len;
-	}
+	if (!od)
+		return 0;
+	od->last_ordinal = rec->last_ordinal;
+	struct recover_ctx r = { rs, od };
+	if (cg_store_each_chunk(rs->st, k, recover_chunk, &r) != CG_OK)
+		log_error("reasm", "dump %s/%" PRIu64 ": cannot read its chunks back", rec->device, rec->dump_id);
 	return 0;
 }
 
@@ -806,7 +1009,7 @@ static int recover_record(void *ctx, const struct cg_dump_record *rec)
 {
 	struct cg_reasm *rs = ctx;
 	if (rec->status == CG_DUMP_STORED || rec->status == CG_DUMP_DEAD_LETTER)
-		rs->stats.store_bytes += rec->size;
+		rs->stats.store_bytes += rec->size + (uint64_t)rec->chunks * CHUNK_OVERHEAD;
 	return 0;
 }
 
@@ -823,21 +1026,20 @@ int cg_reasm_create(const struct cg_reasm_opts *opts, struct cg_store *st,
 	rs->st = st;
 	if (sink)
 		rs->sink = *sink;
-	rs->clock = clock ? clock : real_clock;
+	rs->clock = clock ? clock : mono_clock;
 	rs->clock_ctx = clock_ctx;
 	pthread_mutex_init(&rs->lock, NULL);
 	pthread_cond_init(&rs->cond, NULL);
 
 	pthread_mutex_lock(&rs->lock);
 	cg_store_scan_open(st, recover_open, rs);
-	cg_store_scan_chunks(st, recover_chunk, rs);
 	cg_store_scan_records(st, recover_record, rs);
 	/* A crash between writing a dump's final chunk and its commit leaves it
 	 * complete but open: finish it now. */
 	struct open_dump *od, *tmp;
 	uint32_t recovered = rs->nopen;
 	HASH_ITER(hh, rs->open, od, tmp) {
-		if (od->last_ordinal >= 0 && (int64_t)od->nchunks == od->last_ordinal + 1)
+		if (od_ready(od))
 			od_complete(rs, od);
 	}
 	pthread_mutex_unlock(&rs->lock);
@@ -866,6 +1068,11 @@ void cg_reasm_destroy(struct cg_reasm *rs)
 	HASH_ITER(hh, rs->recent, r, rtmp) {
 		HASH_DEL(rs->recent, r);
 		free(r);
+	}
+	struct rejected *rj, *rjtmp;
+	HASH_ITER(hh, rs->rejected, rj, rjtmp) {
+		HASH_DEL(rs->rejected, rj);
+		free(rj);
 	}
 	for (size_t i = 0; i < rs->nout; i++)
 		free(rs->outbox[i]);

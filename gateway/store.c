@@ -10,9 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { CF_DEFAULT, CF_CHUNKS, CF_OPEN, CF_DUMPS, CF_RECORDS, CF_INDEX, CF__COUNT };
+enum { CF_DEFAULT, CF_CHUNKS, CF_OPEN, CF_RECORDS, CF_INDEX, CF__COUNT };
 static const char *const cf_names[CF__COUNT] = {
-	"default", "chunks", "open", "dumps", "records", "index",
+	"default", "chunks", "open", "records", "index",
 };
 
 struct cg_store {
@@ -126,8 +126,8 @@ static void store_free_handles(struct cg_store *st)
 
 /*
  * Options sized for a small edge box: modest memtables so RSS stays low with
- * thousands of open dumps, and blob files for completed dumps so that
- * megabyte values are not rewritten by every compaction.
+ * thousands of open dumps. No value is larger than a chunk (64 KiB by
+ * default), so no blob files are needed.
  */
 static void make_options(struct cg_store *st)
 {
@@ -140,25 +140,49 @@ static void make_options(struct cg_store *st)
 	rocksdb_options_increase_parallelism(st->opts, 2);
 	for (int i = 0; i < CF__COUNT; i++) {
 		rocksdb_options_t *o = rocksdb_options_create_copy(st->opts);
-		rocksdb_options_set_write_buffer_size(o, (i == CF_CHUNKS || i == CF_DUMPS) ? 16u << 20 : 4u << 20);
+		rocksdb_options_set_write_buffer_size(o, i == CF_CHUNKS ? 16u << 20 : 4u << 20);
 		rocksdb_options_set_max_write_buffer_number(o, 2);
-		if (i == CF_DUMPS) {
-			rocksdb_options_set_enable_blob_files(o, 1);
-			rocksdb_options_set_min_blob_size(o, 4096);
-			rocksdb_options_set_enable_blob_gc(o, 1);
-		}
 		st->cf_opts[i] = o;
 	}
 }
 
-static int load_next_seq(struct cg_store *st, char *err, size_t errlen)
+/* One point read: CG_OK with *v set (free with rocksdb_free), CG_ERR_NOT_FOUND
+ * or CG_ERR_STORE. */
+static int store_get(struct cg_store *st, int cf, const void *key, size_t klen, char **v, size_t *vlen)
 {
 	char *rerr = NULL;
+	*v = rocksdb_get_cf(st->db, st->ro, st->cf[cf], key, klen, vlen, &rerr);
+	if (rerr) {
+		rocksdb_free(rerr);
+		return CG_ERR_STORE;
+	}
+	return *v ? CG_OK : CG_ERR_NOT_FOUND;
+}
+
+/* The record stored under key in cf, decoded into rec. */
+static int store_get_record(struct cg_store *st, int cf, const void *key, size_t klen,
+			    struct cg_dump_record *rec)
+{
+	char *v;
+	size_t vlen;
+	int rc = store_get(st, cf, key, klen, &v, &vlen);
+	if (rc != CG_OK)
+		return rc;
+	rc = cg_record_decode((const uint8_t *)v, vlen, rec);
+	rocksdb_free(v);
+	return rc;
+}
+
+static int load_next_seq(struct cg_store *st, char *err, size_t errlen)
+{
+	char *v = NULL;
 	size_t vlen = 0;
-	char *v = rocksdb_get_cf(st->db, st->ro, st->cf[CF_DEFAULT], next_seq_key,
-				 sizeof next_seq_key - 1, &vlen, &rerr);
-	if (rerr)
-		return set_err(err, errlen, "read next_seq", rerr);
+	int rc = store_get(st, CF_DEFAULT, next_seq_key, sizeof next_seq_key - 1, &v, &vlen);
+	if (rc == CG_ERR_STORE) {
+		if (err && errlen)
+			snprintf(err, errlen, "cannot read next_seq");
+		return rc;
+	}
 	st->next_seq = (v && vlen == 8) ? rd_be64((const uint8_t *)v) : 1;
 	rocksdb_free(v);
 	return CG_OK;
@@ -302,16 +326,11 @@ int cg_store_get_chunk(struct cg_store *st, const struct cg_dumpkey *k, uint32_t
 {
 	uint8_t key[CG_DUMPKEY_MAX + 4];
 	size_t klen = chunk_key(key, k, ordinal);
-	char *rerr = NULL;
-	char *v = rocksdb_get_cf(st->db, st->ro, st->cf[CF_CHUNKS], (const char *)key, klen, len, &rerr);
-	if (rerr) {
-		rocksdb_free(rerr);
-		return CG_ERR_STORE;
-	}
-	if (!v)
-		return CG_ERR_NOT_FOUND;
-	*data = (uint8_t *)v;
-	return CG_OK;
+	char *v;
+	int rc = store_get(st, CF_CHUNKS, key, klen, &v, len);
+	if (rc == CG_OK)
+		*data = (uint8_t *)v;
+	return rc;
 }
 
 /* Iterate the chunk keys of one dump: [dumpkey‖0, dumpkey‖FFFFFFFF]. */
@@ -334,27 +353,21 @@ static uint32_t key_ordinal(const char *key, size_t klen)
 	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-int cg_store_read_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t nchunks,
-		       uint64_t size, uint8_t **body)
+int cg_store_each_chunk(struct cg_store *st, const struct cg_dumpkey *k, cg_store_each_cb cb, void *ctx)
 {
 	uint8_t upper[CG_DUMPKEY_MAX + 5];
 	rocksdb_readoptions_t *ro;
 	rocksdb_iterator_t *it = chunk_iter(st, k, &ro, upper);
-	uint8_t *buf = malloc(size ? size : 1);
-	int rc = buf ? CG_OK : CG_ERR_NOMEM;
-	uint64_t off = 0;
-	uint32_t expect = 0;
-	for (; rc == CG_OK && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+	int rc = CG_OK;
+	for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		size_t klen, vlen;
 		const char *key = rocksdb_iter_key(it, &klen);
 		const char *val = rocksdb_iter_value(it, &vlen);
-		if (klen != k->len + 4u || key_ordinal(key, klen) != expect || off + vlen > size) {
-			rc = CG_ERR_CONFLICT;
+		if (klen != k->len + 4u)
+			continue;
+		rc = cb(ctx, key_ordinal(key, klen), (const uint8_t *)val, vlen);
+		if (rc != 0)
 			break;
-		}
-		memcpy(buf + off, val, vlen);
-		off += vlen;
-		expect++;
 	}
 	if (rc == CG_OK) {
 		char *rerr = NULL;
@@ -366,14 +379,63 @@ int cg_store_read_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t
 	}
 	rocksdb_iter_destroy(it);
 	rocksdb_readoptions_destroy(ro);
-	if (rc == CG_OK && (expect != nchunks || off != size))
+	return rc;
+}
+
+/* Walks a dump checking that its chunks are exactly 0..n-1 and add up to
+ * size; copies into buf or folds into crc on the way. */
+struct walk {
+	uint32_t expect;
+	uint64_t off, size;
+	uint8_t *buf;
+	uint32_t crc;
+};
+
+static int walk_chunk(void *ctx, uint32_t ordinal, const uint8_t *data, size_t len)
+{
+	struct walk *w = ctx;
+	if (ordinal != w->expect || w->off + len > w->size)
+		return CG_ERR_CONFLICT;
+	if (w->buf)
+		memcpy(w->buf + w->off, data, len);
+	else
+		w->crc = cg_crc32(w->crc, data, len);
+	w->off += len;
+	w->expect++;
+	return CG_OK;
+}
+
+static int walk_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t nchunks, struct walk *w)
+{
+	int rc = cg_store_each_chunk(st, k, walk_chunk, w);
+	if (rc == CG_OK && (w->expect != nchunks || w->off != w->size))
 		rc = CG_ERR_CONFLICT;
+	return rc;
+}
+
+int cg_store_read_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t nchunks,
+		       uint64_t size, uint8_t **body)
+{
+	struct walk w = { .size = size, .buf = malloc(size ? size : 1) };
+	if (!w.buf)
+		return CG_ERR_NOMEM;
+	int rc = walk_dump(st, k, nchunks, &w);
 	if (rc != CG_OK) {
-		free(buf);
+		free(w.buf);
 		return rc;
 	}
-	*body = buf;
+	*body = w.buf;
 	return CG_OK;
+}
+
+int cg_store_crc_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t nchunks,
+		      uint64_t size, uint32_t *crc)
+{
+	struct walk w = { .size = size };
+	int rc = walk_dump(st, k, nchunks, &w);
+	if (rc == CG_OK)
+		*crc = w.crc;
+	return rc;
 }
 
 /* Add deletes of every chunk of k to the batch. */
@@ -411,18 +473,9 @@ static int index_encode(const struct cg_index_entry *e, uint8_t *out, size_t cap
 	return CG_OK;
 }
 
-int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k,
-			 struct cg_dump_record *rec, const uint8_t *body)
+int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec)
 {
-	/* cg_store_read_dump proved the chunks are exactly 0..chunks-1: delete
-	 * them by key, without iterating the dump a second time. */
 	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
-	uint8_t ck[CG_DUMPKEY_MAX + 4];
-	for (uint32_t i = 0; i < rec->chunks; i++) {
-		size_t cl = chunk_key(ck, k, i);
-		rocksdb_writebatch_delete_cf(b, st->cf[CF_CHUNKS], (const char *)ck, cl);
-	}
-	int rc;
 	pthread_mutex_lock(&st->seq_lock);
 	rec->seq = st->next_seq;
 	uint8_t seqkey[8], nextv[8];
@@ -430,14 +483,12 @@ int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k,
 	be64(nextv, rec->seq + 1);
 	uint8_t *enc = NULL;
 	size_t elen = 0;
-	rc = cg_record_encode(rec, &enc, &elen);
+	int rc = cg_record_encode(rec, &enc, &elen);
 	if (rc == CG_OK) {
 		struct cg_index_entry ie = { .status = rec->status, .seq = rec->seq, .at_ms = rec->received_at_ms };
 		uint8_t iv[17 + CG_PROTO_MAX_REASON];
 		size_t ivlen = 0;
 		index_encode(&ie, iv, sizeof iv, &ivlen);
-		rocksdb_writebatch_put_cf(b, st->cf[CF_DUMPS], (const char *)seqkey, 8,
-					  (const char *)body, rec->size);
 		rocksdb_writebatch_put_cf(b, st->cf[CF_RECORDS], (const char *)seqkey, 8,
 					  (const char *)enc, elen);
 		rocksdb_writebatch_put_cf(b, st->cf[CF_INDEX], (const char *)k->b, k->len,
@@ -478,18 +529,7 @@ int cg_store_drop_open(struct cg_store *st, const struct cg_dumpkey *k,
 
 int cg_store_get_open(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec)
 {
-	char *rerr = NULL;
-	size_t vlen = 0;
-	char *v = rocksdb_get_cf(st->db, st->ro, st->cf[CF_OPEN], (const char *)k->b, k->len, &vlen, &rerr);
-	if (rerr) {
-		rocksdb_free(rerr);
-		return CG_ERR_STORE;
-	}
-	if (!v)
-		return CG_ERR_NOT_FOUND;
-	int rc = cg_record_decode((const uint8_t *)v, vlen, rec);
-	rocksdb_free(v);
-	return rc;
+	return store_get_record(st, CF_OPEN, k->b, k->len, rec);
 }
 
 int cg_store_meta_put(struct cg_store *st, const char *key, const char *value)
@@ -505,16 +545,12 @@ int cg_store_meta_put(struct cg_store *st, const char *key, const char *value)
 
 int cg_store_meta_get(struct cg_store *st, const char *key, char *out, size_t cap)
 {
-	char *rerr = NULL;
-	size_t vlen = 0;
-	char *v = rocksdb_get_cf(st->db, st->ro, st->cf[CF_DEFAULT], key, strlen(key), &vlen, &rerr);
-	if (rerr) {
-		rocksdb_free(rerr);
-		return CG_ERR_STORE;
-	}
-	if (!v)
-		return CG_ERR_NOT_FOUND;
-	int rc = vlen < cap ? CG_OK : CG_ERR_BUFFER;
+	char *v;
+	size_t vlen;
+	int rc = store_get(st, CF_DEFAULT, key, strlen(key), &v, &vlen);
+	if (rc != CG_OK)
+		return rc;
+	rc = vlen < cap ? CG_OK : CG_ERR_BUFFER;
 	if (rc == CG_OK) {
 		memcpy(out, v, vlen);
 		out[vlen] = '\0';
@@ -525,16 +561,12 @@ int cg_store_meta_get(struct cg_store *st, const char *key, char *out, size_t ca
 
 int cg_store_index_get(struct cg_store *st, const struct cg_dumpkey *k, struct cg_index_entry *out)
 {
-	char *rerr = NULL;
-	size_t vlen = 0;
-	char *v = rocksdb_get_cf(st->db, st->ro, st->cf[CF_INDEX], (const char *)k->b, k->len, &vlen, &rerr);
-	if (rerr) {
-		rocksdb_free(rerr);
-		return CG_ERR_STORE;
-	}
-	if (!v)
-		return CG_ERR_NOT_FOUND;
-	int rc = CG_ERR_MALFORMED;
+	char *v;
+	size_t vlen;
+	int rc = store_get(st, CF_INDEX, k->b, k->len, &v, &vlen);
+	if (rc != CG_OK)
+		return rc;
+	rc = CG_ERR_MALFORMED;
 	if (vlen >= 17 && vlen <= 17 + CG_PROTO_MAX_REASON) {
 		const uint8_t *p = (const uint8_t *)v;
 		out->status = p[0];
@@ -583,28 +615,6 @@ int cg_store_scan_open(struct cg_store *st, cg_store_open_cb cb, void *ctx)
 	return rc;
 }
 
-int cg_store_scan_chunks(struct cg_store *st, cg_store_chunk_cb cb, void *ctx)
-{
-	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-	rocksdb_readoptions_set_fill_cache(ro, 0);
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->db, ro, st->cf[CF_CHUNKS]);
-	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-		size_t klen, vlen;
-		const char *key = rocksdb_iter_key(it, &klen);
-		rocksdb_iter_value(it, &vlen);
-		if (klen < 14 || klen > CG_DUMPKEY_MAX + 4u)
-			continue;
-		struct cg_dumpkey k;
-		k.len = (uint8_t)(klen - 4);
-		memcpy(k.b, key, k.len);
-		if (cb(ctx, &k, key_ordinal(key, klen), vlen) != 0)
-			break;
-	}
-	rocksdb_iter_destroy(it);
-	rocksdb_readoptions_destroy(ro);
-	return CG_OK;
-}
-
 int cg_store_scan_records(struct cg_store *st, cg_store_record_cb cb, void *ctx)
 {
 	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->db, st->ro, st->cf[CF_RECORDS]);
@@ -627,34 +637,24 @@ int cg_store_get_record(struct cg_store *st, uint64_t seq, struct cg_dump_record
 {
 	uint8_t key[8];
 	be64(key, seq);
-	char *rerr = NULL;
-	size_t vlen = 0;
-	char *v = rocksdb_get_cf(st->db, st->ro, st->cf[CF_RECORDS], (const char *)key, 8, &vlen, &rerr);
-	if (rerr) {
-		rocksdb_free(rerr);
-		return CG_ERR_STORE;
-	}
-	if (!v)
-		return CG_ERR_NOT_FOUND;
-	int rc = cg_record_decode((const uint8_t *)v, vlen, rec);
-	rocksdb_free(v);
-	return rc;
+	return store_get_record(st, CF_RECORDS, key, 8, rec);
 }
 
 int cg_store_get_body(struct cg_store *st, uint64_t seq, uint8_t **body, size_t *len)
 {
-	uint8_t key[8];
-	be64(key, seq);
-	char *rerr = NULL;
-	char *v = rocksdb_get_cf(st->db, st->ro, st->cf[CF_DUMPS], (const char *)key, 8, len, &rerr);
-	if (rerr) {
-		rocksdb_free(rerr);
-		return CG_ERR_STORE;
+	struct cg_dump_record *rec = malloc(sizeof *rec);
+	if (!rec)
+		return CG_ERR_NOMEM;
+	int rc = cg_store_get_record(st, seq, rec);
+	if (rc == CG_OK) {
+		struct cg_dumpkey k;
+		cg_dumpkey_make(&k, rec->device, strlen(rec->device), rec->dump_id);
+		rc = cg_store_read_dump(st, &k, rec->chunks, rec->size, body);
+		if (rc == CG_OK)
+			*len = (size_t)rec->size;
 	}
-	if (!v)
-		return CG_ERR_NOT_FOUND;
-	*body = (uint8_t *)v;
-	return CG_OK;
+	free(rec);
+	return rc;
 }
 
 /* ---- record codec: a CBOR map with small integer keys ---- */
@@ -794,6 +794,10 @@ int cg_record_decode(const uint8_t *buf, size_t len, struct cg_dump_record *r)
 		}
 	}
 	cbor_decref(&m);
+	/* Values that feed arithmetic are checked: a damaged record must not
+	 * become an overflow later. */
+	if (ok && (r->last_ordinal < -1 || r->last_ordinal > (int64_t)UINT32_MAX || !r->device[0]))
+		ok = false;
 	return ok ? CG_OK : CG_ERR_MALFORMED;
 }
 

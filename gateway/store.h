@@ -1,15 +1,17 @@
 /*
  * The durable store: RocksDB with one column family per kind of data.
  *
- *   chunks   dumpkey‖ordinal(u32 BE)  → chunk bytes of a dump still open
+ *   chunks   dumpkey‖ordinal(u32 BE)  → chunk bytes, of open and of stored dumps
  *   open     dumpkey                  → record of an open dump (chunk-0 fields, last ordinal, crc)
- *   dumps    seq(u64 BE)              → body of a completed dump (blob files)
  *   records  seq(u64 BE)              → record of a completed/throttled/… dump
  *   index    dumpkey                  → what happened to a dump (stored seq, or rejection)
- *   default  "next_seq"               → the next sequence number
+ *   default  "next_seq", "gateway_id" → small named values
  *
  * A dumpkey is len(device)‖device‖dump_id(u64 BE): chunks of one dump sort
- * together and in ordinal order. Open dumps live here, not in memory.
+ * together and in ordinal order. Open dumps live here, not in memory. A
+ * completed dump keeps its chunks where they are: completing it writes only
+ * its record and index entry, so each byte of a dump is written once (and
+ * no value is larger than a chunk).
  *
  * Writes are not synced: each one reaches the operating system (RocksDB's
  * WAL is written, not fsynced) before the call returns, so it survives a
@@ -104,7 +106,7 @@ int cg_store_open_secondary(const char *dir, const char *scratch, struct cg_stor
 int cg_store_refresh(struct cg_store *st);
 void cg_store_close(struct cg_store *st);
 
-/* Free memory returned by the store (chunk and body reads). */
+/* Free memory returned by cg_store_get_chunk. */
 void cg_store_free(void *p);
 
 /* Write one chunk, and in the same atomic batch the dump's open record when
@@ -116,20 +118,29 @@ int cg_store_put_chunk(struct cg_store *st, const struct cg_dumpkey *k, uint32_t
 int cg_store_get_chunk(struct cg_store *st, const struct cg_dumpkey *k, uint32_t ordinal,
 		       uint8_t **data, size_t *len);
 
+/* Visit the chunks of one dump in ordinal order (data valid during the
+ * call). The callback returns 0 to continue. */
+typedef int (*cg_store_each_cb)(void *ctx, uint32_t ordinal, const uint8_t *data, size_t len);
+int cg_store_each_chunk(struct cg_store *st, const struct cg_dumpkey *k, cg_store_each_cb cb, void *ctx);
+
 /*
- * Concatenate the chunks of an open dump in ordinal order into a new buffer
+ * Concatenate the chunks of a dump in ordinal order into a new buffer
  * (freed with free()). Fails with CG_ERR_CONFLICT unless exactly ordinals
  * 0..nchunks-1 are present and they add up to `size` bytes.
  */
 int cg_store_read_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t nchunks,
 		       uint64_t size, uint8_t **body);
 
+/* CRC-32 of a dump's chunks in order, with the same checks as read_dump,
+ * without assembling it. */
+int cg_store_crc_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t nchunks,
+		      uint64_t size, uint32_t *crc);
+
 /*
- * Complete a dump in one atomic batch: assign rec->seq, store body and
- * record, point the index at it, delete its chunks and open record.
+ * Complete a dump in one atomic batch: assign rec->seq, write its record,
+ * point the index at it, delete its open record. Its chunks stay.
  */
-int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k,
-			 struct cg_dump_record *rec, const uint8_t *body);
+int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec);
 
 /* Drop an open dump (rejected or expired): delete its chunks and open
  * record; when tomb is not NULL, write it to the index in the same batch. */
@@ -151,14 +162,12 @@ int cg_store_sync(struct cg_store *st);
 
 /* Startup scans. Callbacks return 0 to continue, non-zero to stop. */
 typedef int (*cg_store_open_cb)(void *ctx, const struct cg_dumpkey *k, const struct cg_dump_record *rec);
-typedef int (*cg_store_chunk_cb)(void *ctx, const struct cg_dumpkey *k, uint32_t ordinal, size_t len);
 typedef int (*cg_store_record_cb)(void *ctx, const struct cg_dump_record *rec);
 int cg_store_scan_open(struct cg_store *st, cg_store_open_cb cb, void *ctx);
-int cg_store_scan_chunks(struct cg_store *st, cg_store_chunk_cb cb, void *ctx);
 int cg_store_scan_records(struct cg_store *st, cg_store_record_cb cb, void *ctx);
 
 int cg_store_get_record(struct cg_store *st, uint64_t seq, struct cg_dump_record *rec);
-/* *body freed with cg_store_free. */
+/* The bytes of a stored dump; *body is freed with free(). */
 int cg_store_get_body(struct cg_store *st, uint64_t seq, uint8_t **body, size_t *len);
 
 /* Record codec (CBOR), exposed for tests. */

@@ -57,7 +57,7 @@ static int check_record(void *c, const struct cg_dump_record *rec)
 		abort();
 	if (rec->has_crc32 && cg_crc32(0, body, len) != rec->crc32)
 		abort();
-	cg_store_free(body);
+	free(body);
 	return 0;
 }
 

@@ -184,7 +184,7 @@ static void assert_stored(struct fx *f, const struct dump *d)
 	assert_int_equal(cg_store_get_body(f->st, ie.seq, &body, &len), CG_OK);
 	assert_int_equal(len, d->size);
 	assert_memory_equal(body, d->data, d->size);
-	cg_store_free(body);
+	free(body);
 	struct cg_dump_record rec;
 	assert_int_equal(cg_store_get_record(f->st, ie.seq, &rec), CG_OK);
 	assert_string_equal(rec.device, d->device);
@@ -193,17 +193,20 @@ static void assert_stored(struct fx *f, const struct dump *d)
 	assert_int_equal(rec.chunks, d->n);
 }
 
-static int count_chunks_cb(void *ctx, const struct cg_dumpkey *k, uint32_t o, size_t l)
+static int count_chunks_cb(void *ctx, uint32_t o, const uint8_t *d, size_t l)
 {
-	(void)k, (void)o, (void)l;
+	(void)o, (void)d, (void)l;
 	(*(int *)ctx)++;
 	return 0;
 }
 
-static int chunks_in_store(struct fx *f)
+/* Chunks the store holds for one dump (a stored dump keeps its chunks). */
+static int chunks_of(struct fx *f, const char *dev, uint64_t id)
 {
+	struct cg_dumpkey k;
+	cg_dumpkey_make(&k, dev, strlen(dev), id);
 	int n = 0;
-	cg_store_scan_chunks(f->st, count_chunks_cb, &n);
+	cg_store_each_chunk(f->st, &k, count_chunks_cb, &n);
 	return n;
 }
 
@@ -221,12 +224,12 @@ static void test_in_order_complete_after_commit(void **state)
 	assert_int_equal(last_ack(f)->dump_id, 42);
 	assert_string_equal(last_ack(f)->device, "dev-1");
 	assert_stored(f, &d);
-	assert_int_equal(chunks_in_store(f), 0);
+	assert_int_equal(chunks_of(f, "dev-1", 42), 10);
 	struct cg_reasm_stats s;
 	cg_reasm_get_stats(f->rs, &s);
 	assert_int_equal(s.open_dumps, 0);
 	assert_int_equal(s.dumps_completed, 1);
-	assert_int_equal(s.store_bytes, 10000);
+	assert_int_equal(s.store_bytes, 10000 + 10 * (CG_DUMPKEY_MAX + 4));
 	free(data);
 }
 
@@ -273,11 +276,11 @@ static void test_conflicting_repeat_rejects(void **state)
 	send_ord(f, &bad, 1);
 	assert_int_equal(last_ack(f)->status, CG_ACK_REJECTED);
 	assert_non_null(strstr(last_ack(f)->reason, "corrupt"));
-	assert_int_equal(chunks_in_store(f), 0);
+	assert_int_equal(chunks_of(f, "dev-3", 9), 0);
 	/* Later chunks of the rejected dump are answered, not stored. */
 	send_ord(f, &d, 2);
 	assert_int_equal(last_ack(f)->status, CG_ACK_REJECTED);
-	assert_int_equal(chunks_in_store(f), 0);
+	assert_int_equal(chunks_of(f, "dev-3", 9), 0);
 	free(data);
 	free(other);
 }
@@ -365,7 +368,7 @@ static void test_limits_reject(void **state)
 	for (uint32_t i = 0; i < 4; i++)
 		send_ord(f, &d3, i);
 	assert_int_equal(last_ack(f)->status, CG_ACK_REJECTED);
-	assert_int_equal(chunks_in_store(f), 0);
+	assert_int_equal(chunks_of(f, "dev-7", 3), 0);
 	free(big);
 	free(data);
 }
@@ -380,7 +383,7 @@ static void test_crc_and_size_mismatch(void **state)
 		send_ord(f, &d, i);
 	assert_int_equal(last_ack(f)->status, CG_ACK_REJECTED);
 	assert_non_null(strstr(last_ack(f)->reason, "crc"));
-	assert_int_equal(chunks_in_store(f), 0);
+	assert_int_equal(chunks_of(f, "dev-8", 5), 0);
 
 	struct cg_chunk c = { .dump_id = 6, .ordinal = 0, .content = data, .content_len = 100,
 			      .present = CG_HAS_TOTAL_SIZE, .total_size = 150, .last = true };
@@ -437,7 +440,7 @@ static void test_busy_limits(void **state)
 static void test_store_full_busy(void **state)
 {
 	struct fx *f = *state;
-	f->opts.max_store_bytes = 2500;
+	f->opts.max_store_bytes = 2000 + 2 * (CG_DUMPKEY_MAX + 4) + 500;
 	fx_stop(f);
 	fx_start(f);
 	uint8_t *data = make_dump(2000, 12);
@@ -465,13 +468,13 @@ static void test_timeout_expires(void **state)
 	struct dump d = mk("dev-12", 1, data, 3000, 1000);
 	send_ord(f, &d, 0);
 	send_ord(f, &d, 1);
-	assert_int_equal(chunks_in_store(f), 2);
+	assert_int_equal(chunks_of(f, "dev-12", 1), 2);
 	f->now += 599999;
 	cg_reasm_tick(f->rs);
-	assert_int_equal(chunks_in_store(f), 2);
+	assert_int_equal(chunks_of(f, "dev-12", 1), 2);
 	f->now += 2;
 	cg_reasm_tick(f->rs);
-	assert_int_equal(chunks_in_store(f), 0);
+	assert_int_equal(chunks_of(f, "dev-12", 1), 0);
 	struct cg_reasm_stats s;
 	cg_reasm_get_stats(f->rs, &s);
 	assert_int_equal(s.dumps_expired, 1);
@@ -496,8 +499,8 @@ static void test_duplicate_dump_stored_once(void **state)
 	struct cg_reasm_stats s;
 	cg_reasm_get_stats(f->rs, &s);
 	assert_int_equal(s.dumps_completed, 1);
-	assert_int_equal(s.store_bytes, 3000);
-	assert_int_equal(chunks_in_store(f), 0);
+	assert_int_equal(s.store_bytes, 3000 + 3 * (CG_DUMPKEY_MAX + 4));
+	assert_int_equal(chunks_of(f, "dev-13", 77), 3); /* stored once */
 	free(data);
 }
 
@@ -514,7 +517,7 @@ static void test_restart_recovers_open_dump(void **state)
 	struct cg_reasm_stats s;
 	cg_reasm_get_stats(f->rs, &s);
 	assert_int_equal(s.open_dumps, 1);
-	assert_int_equal(s.store_bytes, 3000);
+	assert_int_equal(s.store_bytes, 3000 + 3 * (CG_DUMPKEY_MAX + 4));
 	uint8_t hb[32];
 	size_t hn;
 	struct cg_hello h = { 0 };
@@ -564,7 +567,106 @@ static void test_malformed_counted(void **state)
 	cg_reasm_get_stats(f->rs, &s);
 	assert_int_equal(s.messages_malformed, 2);
 	assert_int_equal(f->nacks, 0);
-	assert_int_equal(chunks_in_store(f), 0);
+	assert_int_equal(chunks_of(f, "dev-16", 0), 0);
+}
+
+/* A duplicate of a dump whose commit is not yet synced must not be
+ * answered `complete` before the sync. */
+static void test_duplicate_complete_waits_for_sync(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *data = make_dump(3000, 17);
+	struct dump d = mk("dev-17", 1, data, 3000, 1000);
+	for (uint32_t i = 0; i < d.n; i++)
+		send_ord(f, &d, i);
+	send_ord(f, &d, 2); /* the sender's "last chunk again" */
+	assert_int_equal(count_status(f, CG_ACK_COMPLETE), 0);
+	cg_reasm_commit(f->rs);
+	assert_true(count_status(f, CG_ACK_COMPLETE) >= 1);
+	free(data);
+}
+
+/* A bad chunk for a stored dump must not touch its record. */
+static void test_bad_chunk_cannot_unstore(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *data = make_dump(3000, 18);
+	struct dump d = mk("dev-18", 4, data, 3000, 1000);
+	for (uint32_t i = 0; i < d.n; i++)
+		send_ord(f, &d, i);
+	cg_reasm_commit(f->rs);
+	uint8_t *big = make_dump(5000, 19);
+	struct dump bad = mk("dev-18", 4, big, 5000, 5000);
+	send_ord(f, &bad, 0);
+	cg_reasm_commit(f->rs);
+	assert_int_equal(last_ack(f)->status, CG_ACK_COMPLETE);
+	assert_stored(f, &d);
+	f->now += 700000; /* past the reassembly timeout: still stored once */
+	f->nacks = 0;
+	for (uint32_t i = 0; i < d.n; i++)
+		send_ord(f, &d, i);
+	cg_reasm_commit(f->rs);
+	struct cg_reasm_stats s;
+	cg_reasm_get_stats(f->rs, &s);
+	assert_int_equal(s.dumps_completed, 1);
+	assert_int_equal(last_ack(f)->status, CG_ACK_COMPLETE);
+	free(data);
+	free(big);
+}
+
+/* The `last` flag may first arrive on a repeat of the highest chunk. */
+static void test_last_flag_on_repeat(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *data = make_dump(3000, 20);
+	struct dump d = mk("dev-19", 2, data, 3000, 1000);
+	d.with_crc = false;
+	struct dump longer = d;
+	longer.n = 4; /* so that ordinal 2 is sent without `last` */
+	for (uint32_t i = 0; i < 3; i++)
+		send_ord(f, &longer, i);
+	assert_int_equal(f->nacks, 0);
+	send_ord(f, &d, 2); /* same bytes, now flagged last */
+	cg_reasm_commit(f->rs);
+	assert_int_equal(last_ack(f)->status, CG_ACK_COMPLETE);
+	assert_stored(f, &d);
+	free(data);
+}
+
+/* Open dumps cannot grow past the store budget. */
+static void test_budget_applies_to_open_dumps(void **state)
+{
+	struct fx *f = *state;
+	f->opts.max_store_bytes = 4096;
+	fx_stop(f);
+	fx_start(f);
+	uint8_t *data = make_dump(20000, 21);
+	struct dump d = mk("dev-20", 1, data, 20000, 1000);
+	for (uint32_t i = 0; i < d.n; i++)
+		send_ord(f, &d, i);
+	assert_int_equal(last_ack(f)->status, CG_ACK_BUSY);
+	struct cg_reasm_stats s;
+	cg_reasm_get_stats(f->rs, &s);
+	assert_true(s.store_bytes <= 4096);
+	assert_true(chunks_of(f, "dev-20", 1) < 5);
+	free(data);
+}
+
+/* Rejections of never-opened dumps are not written to the store. */
+static void test_rejections_leave_no_tombstones(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *big = make_dump(5000, 22);
+	for (uint64_t id = 100; id < 110; id++) {
+		struct dump bad = mk("dev-21", id, big, 5000, 5000);
+		send_ord(f, &bad, 0);
+		struct cg_dumpkey k;
+		cg_dumpkey_make(&k, "dev-21", 6, id);
+		struct cg_index_entry ie;
+		assert_int_equal(cg_store_index_get(f->st, &k, &ie), CG_ERR_NOT_FOUND);
+	}
+	assert_int_equal(count_status(f, CG_ACK_REJECTED), 10);
+	free(big);
 }
 
 static void test_store_record_codec(void **state)
@@ -615,6 +717,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart_recovers_open_dump, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_completes_written_dump, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_counted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicate_complete_waits_for_sync, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_chunk_cannot_unstore, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_last_flag_on_repeat, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_applies_to_open_dumps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rejections_leave_no_tombstones, setup, teardown),
 		cmocka_unit_test(test_store_record_codec),
 	};
 	return cmocka_run_group_tests_name("reassembly", tests, NULL, NULL);

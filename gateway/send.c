@@ -284,17 +284,26 @@ static void send_all(struct sender *s, bool first_pass)
 	free(order);
 }
 
-static int wait_ack(struct sender *s, double timeout)
+/* Wait for an answer about our dump; copies what it says (status, missing
+ * ranges) out under the lock, since Paho's thread writes them. */
+struct answer {
+	int status;
+	struct cg_range missing[256];
+	size_t nmissing;
+};
+
+static void wait_ack(struct sender *s, double timeout, struct answer *a)
 {
 	struct timespec dl;
 	deadline_in(&dl, timeout);
 	pthread_mutex_lock(&s->lock);
 	while (!s->have_ack && pthread_cond_timedwait(&s->cond, &s->lock, &dl) != ETIMEDOUT)
 		;
-	bool got = s->have_ack;
+	a->status = s->have_ack ? (int)s->ack_status : 0;
+	a->nmissing = s->nmissing;
+	memcpy(a->missing, s->missing, s->nmissing * sizeof *a->missing);
 	s->have_ack = false;
 	pthread_mutex_unlock(&s->lock);
-	return got ? (int)s->ack_status : 0;
 }
 
 static void parse_hex(const char *hex, uint8_t *out, size_t *len)
@@ -413,7 +422,7 @@ int main(int argc, char **argv)
 	if (!cg_device_id_valid(s.device, strlen(s.device)))
 		die("--device must be 1-64 characters of [A-Za-z0-9._-]");
 	if (s.chunk_size < 1 || s.chunk_size > 1u << 20 || (s.qos != 0 && s.qos != 1) || s.attempts < 1 ||
-	    s.timeout_s <= 0 || s.repeat < 0 || s.connect_attempts < 1)
+	    !(s.timeout_s > 0 && s.timeout_s <= 3600) || s.repeat < 0 || s.connect_attempts < 1)
 		die("an option is out of range (see --help)");
 	if (s.spotflow) {
 		s.no_crc = s.no_total = true;
@@ -500,6 +509,9 @@ int main(int argc, char **argv)
 	struct timespec pause = { 0, 50 * 1000000L };
 	nanosleep(&pause, NULL);
 
+	struct answer *ans = calloc(1, sizeof *ans);
+	if (!ans)
+		die("out of memory");
 	send_all(&s, true);
 	wait_published(&s, 60);
 	int status = 0;
@@ -509,16 +521,20 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	int progress_rounds = 0;
+	bool have_answer = false;
 	for (int attempt = 0; attempt < s.attempts; attempt++) {
-		status = wait_ack(&s, s.timeout_s);
+		if (!have_answer)
+			wait_ack(&s, s.timeout_s, ans);
+		have_answer = false;
+		status = ans->status;
 		if (s.verbose)
 			fprintf(stderr, "crashgate-send: attempt %d: status %d %s\n", attempt, status, s.ack_reason);
 		if (status == CG_ACK_INCOMPLETE) {
-			for (size_t i = 0; i < s.nmissing; i++) {
-				uint32_t last = s.missing[i].last;
+			for (size_t i = 0; i < ans->nmissing; i++) {
+				uint32_t last = ans->missing[i].last;
 				if (last >= s.nchunks)
 					last = s.nchunks - 1;
-				for (uint32_t o2 = s.missing[i].first; o2 <= last && o2 < s.nchunks; o2++)
+				for (uint32_t o2 = ans->missing[i].first; o2 <= last && o2 < s.nchunks; o2++)
 					send_chunk(&s, o2);
 			}
 			send_chunk(&s, s.nchunks - 1); /* the last chunk again asks for the next answer */
@@ -535,11 +551,12 @@ int main(int argc, char **argv)
 			struct cg_hello h = { 0 };
 			cg_hello_encode(&h, hb, sizeof hb, &hn);
 			publish(&s, s.hello_topic, hb, hn);
-			status = wait_ack(&s, s.timeout_s / 2 > 1 ? s.timeout_s / 2 : 1);
+			wait_ack(&s, s.timeout_s / 2 > 1 ? s.timeout_s / 2 : 1, ans);
+			status = ans->status;
 			if (status == CG_ACK_INCOMPLETE) {
 				if (++progress_rounds < 1000)
 					attempt--;
-				s.have_ack = true; /* handle it on the next turn */
+				have_answer = true; /* handle it on the next turn */
 				continue;
 			}
 			if (status == 0) {
@@ -558,6 +575,7 @@ int main(int argc, char **argv)
 		break;
 	}
 out:;
+	free(ans);
 	int rc;
 	const char *name;
 	switch (status) {

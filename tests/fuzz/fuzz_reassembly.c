@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "reassembly.h"
 #include "store.h"
 
@@ -61,14 +62,35 @@ static int check_record(void *c, const struct cg_dump_record *rec)
 	return 0;
 }
 
+/* Opening RocksDB costs milliseconds, so one in-memory store serves many
+ * inputs; each input uses device ids of its own and ends by expiring every
+ * dump it left open, so inputs do not see each other's dumps. */
+#define RUNS_PER_STORE 256
+
+static struct cg_store *shared_store(unsigned run)
+{
+	static struct cg_store *st;
+	static unsigned generation;
+	if (st && run % RUNS_PER_STORE == 0) {
+		cg_store_close(st);
+		st = NULL;
+	}
+	if (!st) {
+		char name[64], err[256];
+		snprintf(name, sizeof name, "/fuzz-reasm-%u", generation++);
+		if (cg_store_open_memory(name, &st, err, sizeof err) != CG_OK)
+			abort();
+	}
+	return st;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static unsigned run;
-	char name[64], err[256];
-	snprintf(name, sizeof name, "/fuzz-reasm-%u", run++);
-	struct cg_store *st;
-	if (cg_store_open_memory(name, &st, err, sizeof err) != CG_OK)
-		abort();
+	unsigned this_run = run++;
+	if (this_run == 0)
+		cg_log_setup(CG_LOG_ERROR, CG_LOG_TEXT); /* rejections are expected here */
+	struct cg_store *st = shared_store(this_run);
 	struct ctx c = { .now = 1700000000000 };
 	struct cg_reasm_opts o = { .gateway_id = "gw", .max_dump_bytes = 4096, .max_chunk_bytes = 256,
 				   .reassembly_timeout_ms = 60000, .max_store_bytes = 16384,
@@ -77,7 +99,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct cg_reasm *rs;
 	if (cg_reasm_create(&o, st, &s, clk, &c, &rs) != CG_OK)
 		abort();
-	static const char *const devs[] = { "a", "b", "c" };
+	char devs[3][24];
+	for (int i = 0; i < 3; i++)
+		snprintf(devs[i], sizeof devs[i], "r%u-%c", this_run, 'a' + i);
 	uint8_t content[256], buf[2048];
 	struct rd r = { data, size };
 	for (int ops = 0; r.n && ops < 512; ops++) {
@@ -143,7 +167,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (stats.open_dumps > o.max_open_dumps)
 		abort();
 	cg_store_scan_records(st, check_record, st);
+	c.now += o.reassembly_timeout_ms + 1; /* leave nothing open for the next input */
+	cg_reasm_tick(rs);
+	cg_reasm_get_stats(rs, &stats);
+	if (stats.open_dumps != 0)
+		abort();
 	cg_reasm_destroy(rs);
-	cg_store_close(st);
 	return 0;
 }

@@ -38,9 +38,14 @@ static void rfc3339(int64_t ms, char *out, size_t cap)
 
 static const char *format_name(const struct cg_dump_record *r)
 {
-	if (!r->has_format)
+	uint32_t f;
+	if (r->has_crash)
+		f = r->crash.format; /* what the decoder found beats what was declared */
+	else if (r->has_format)
+		f = r->format;
+	else
 		return NULL;
-	switch (r->format) {
+	switch (f) {
 	case CG_FORMAT_ZEPHYR: return "zephyr";
 	case CG_FORMAT_MINIDUMP: return "minidump";
 	case CG_FORMAT_ELF_CORE: return "elf-core";
@@ -54,6 +59,47 @@ static void hex(const uint8_t *b, size_t n, char *out)
 	for (size_t i = 0; i < n; i++)
 		sprintf(out + 2 * i, "%02x", b[i]);
 	out[2 * n] = '\0';
+}
+
+static void set_addr(json_t *o, const char *key, uint64_t v)
+{
+	char buf[24];
+	snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+	json_object_set_new(o, key, json_string(buf));
+}
+
+/* SPEC §12 `crash`: addresses as "0x…" strings, fields absent when unknown. */
+static json_t *crash_json(const struct cg_crash *c)
+{
+	json_t *o = json_object();
+	if (c->arch[0])
+		json_object_set_new(o, "arch", json_string(c->arch));
+	if (c->os[0])
+		json_object_set_new(o, "os", json_string(c->os));
+	if (c->reason[0])
+		json_object_set_new(o, "reason", json_string(c->reason));
+	if (c->present & CG_CRASH_HAS_SIGNAL)
+		json_object_set_new(o, "signal", json_integer(c->signal));
+	if (c->present & CG_CRASH_HAS_EXCEPTION_CODE) {
+		char buf[16];
+		snprintf(buf, sizeof buf, "0x%x", c->exception_code);
+		json_object_set_new(o, "exception_code", json_string(buf));
+	}
+	if (c->present & CG_CRASH_HAS_FAULT_ADDRESS)
+		set_addr(o, "fault_address", c->fault_address);
+	if (c->present & CG_CRASH_HAS_PC)
+		set_addr(o, "pc", c->pc);
+	if (c->present & CG_CRASH_HAS_LR)
+		set_addr(o, "lr", c->lr);
+	if (c->present & CG_CRASH_HAS_SP)
+		set_addr(o, "sp", c->sp);
+	if (c->module[0])
+		json_object_set_new(o, "module", json_string(c->module));
+	if (c->present & CG_CRASH_HAS_MODULE_OFFSET)
+		set_addr(o, "module_offset", c->module_offset);
+	if (c->decode_error[0])
+		json_object_set_new(o, "decode_error", json_string(c->decode_error));
+	return o;
 }
 
 /* The dump record of SPEC §12; fields absent when unknown. */
@@ -84,6 +130,9 @@ static json_t *record_json(struct ctl *c, const struct cg_dump_record *r)
 	if (r->build_id_len) {
 		hex(r->build_id, r->build_id_len, buf);
 		json_object_set_new(o, "build_id", json_string(buf));
+	} else if (r->has_crash && r->crash.build_id_len) {
+		hex(r->crash.build_id, r->crash.build_id_len, buf);
+		json_object_set_new(o, "build_id", json_string(buf));
 	}
 	if (r->fw_version[0])
 		json_object_set_new(o, "fw_version", json_string(r->fw_version));
@@ -95,6 +144,10 @@ static json_t *record_json(struct ctl *c, const struct cg_dump_record *r)
 		json_object_set_new(o, "os", json_integer(r->os));
 	if (r->reason[0])
 		json_object_set_new(o, "reason", json_string(r->reason));
+	if (r->signature[0])
+		json_object_set_new(o, "signature", json_string(r->signature));
+	if (r->has_crash)
+		json_object_set_new(o, "crash", crash_json(&r->crash));
 	return o;
 }
 

@@ -15,7 +15,7 @@
  *    record's identifier for minidumps (RSDS: GUID (16) + age (4, little
  *    endian); BpEL: the build id bytes that follow the signature);
  *  - `arch` is one of "x86", "x86_64", "arm", "arm64", "arm-cortex-m",
- *    "riscv32", "riscv64"; `os` e.g. "Linux", "Windows NT", "Mac OS X",
+ *    "riscv32", "riscv64", "xtensa"; `os` e.g. "Linux", "Windows NT", "Mac OS X",
  *    "Zephyr";
  *  - `reason` is a symbolic name where the format defines one
  *    ("K_ERR_CPU_EXCEPTION", "SIGSEGV", "EXCEPTION_ACCESS_VIOLATION_WRITE"),
@@ -73,6 +73,14 @@ uint32_t cg_detect_format(const uint8_t *buf, size_t len);
 int cg_decode_zephyr(const uint8_t *buf, size_t len, struct cg_crash *out);
 int cg_decode_minidump(const uint8_t *buf, size_t len, struct cg_crash *out);
 int cg_decode_elf_core(const uint8_t *buf, size_t len, struct cg_crash *out);
+
+/*
+ * Zephyr only: decode header and architecture block from the first chunk of
+ * a dump (they lead it), for throttling at chunk 0. CG_OK means arch,
+ * reason, pc, lr and sp are final and equal to what cg_decode_zephyr()
+ * reports for the whole dump; anything else means the chunk cannot decide.
+ */
+int cg_zephyr_early(const uint8_t *buf, size_t len, struct cg_crash *out);
 
 /* Dispatch: the declared format unless it is CG_FORMAT_DETECT. */
 int cg_decode(const uint8_t *buf, size_t len, uint32_t declared_format, struct cg_crash *out);

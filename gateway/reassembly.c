@@ -10,6 +10,7 @@
 #include <uthash.h>
 
 #include "log.h"
+#include "signature.h"
 
 #define MAX_RANGES_PER_DUMP 4096      /* gaps one dump may have while it is being received */
 #define MAX_RANGES_TOTAL    (1u << 20) /* all open dumps together: 8 MiB of range memory */
@@ -499,21 +500,30 @@ static void od_complete(struct cg_reasm *rs, struct open_dump *od)
 		od_reject(rs, od, why);
 		return;
 	}
+	/* Read the dump back once: CRC check, crash analysis and signature. */
+	uint8_t *body = NULL;
+	rc = cg_store_read_dump(rs->st, &od->key, od->nchunks, od->bytes, &body);
+	if (rc != CG_OK) {
+		log_error("reasm", "cannot read dump %s/%" PRIu64 " back: %s", od->dev->id, od->dump_id,
+			  cg_strerror(rc));
+		busy(rs, od->dev->id, od->dump_id, "store unavailable");
+		return;
+	}
 	if (rec->has_crc32) {
-		uint32_t crc = 0;
-		rc = cg_store_crc_dump(rs->st, &od->key, od->nchunks, od->bytes, &crc);
-		if (rc != CG_OK) {
-			log_error("reasm", "cannot read dump %s/%" PRIu64 " back: %s", od->dev->id, od->dump_id,
-				  cg_strerror(rc));
-			busy(rs, od->dev->id, od->dump_id, "store unavailable");
-			return;
-		}
+		uint32_t crc = cg_crc32(0, body, od->bytes);
 		if (crc != rec->crc32) {
+			free(body);
 			snprintf(why, sizeof why, "bad crc32: computed 0x%08x, device said 0x%08x", crc, rec->crc32);
 			od_reject(rs, od, why);
 			return;
 		}
 	}
+	/* A dump that cannot be read whole is still stored, with what could be
+	 * read and the decode error (SPEC §7). */
+	cg_decode(body, od->bytes, rec->has_format ? rec->format : CG_FORMAT_DETECT, &rec->crash);
+	rec->has_crash = true;
+	cg_crash_signature(&rec->crash, body, od->bytes, rec->signature);
+	free(body);
 	rec->status = CG_DUMP_STORED;
 	rec->received_at_ms = wall_ms();
 	rec->size = od->bytes;

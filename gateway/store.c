@@ -383,12 +383,11 @@ int cg_store_each_chunk(struct cg_store *st, const struct cg_dumpkey *k, cg_stor
 }
 
 /* Walks a dump checking that its chunks are exactly 0..n-1 and add up to
- * size; copies into buf or folds into crc on the way. */
+ * size, copying them into buf. */
 struct walk {
 	uint32_t expect;
 	uint64_t off, size;
 	uint8_t *buf;
-	uint32_t crc;
 };
 
 static int walk_chunk(void *ctx, uint32_t ordinal, const uint8_t *data, size_t len)
@@ -396,10 +395,7 @@ static int walk_chunk(void *ctx, uint32_t ordinal, const uint8_t *data, size_t l
 	struct walk *w = ctx;
 	if (ordinal != w->expect || w->off + len > w->size)
 		return CG_ERR_CONFLICT;
-	if (w->buf)
-		memcpy(w->buf + w->off, data, len);
-	else
-		w->crc = cg_crc32(w->crc, data, len);
+	memcpy(w->buf + w->off, data, len);
 	w->off += len;
 	w->expect++;
 	return CG_OK;
@@ -426,16 +422,6 @@ int cg_store_read_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t
 	}
 	*body = w.buf;
 	return CG_OK;
-}
-
-int cg_store_crc_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t nchunks,
-		      uint64_t size, uint32_t *crc)
-{
-	struct walk w = { .size = size };
-	int rc = walk_dump(st, k, nchunks, &w);
-	if (rc == CG_OK)
-		*crc = w.crc;
-	return rc;
 }
 
 /* Add deletes of every chunk of k to the batch. */
@@ -664,7 +650,14 @@ int cg_store_get_body(struct cg_store *st, uint64_t seq, uint8_t **body, size_t 
 enum {
 	R_SEQ = 1, R_DEVICE, R_DUMP_ID, R_STATUS, R_FIRST_SEEN, R_RECEIVED_AT, R_SIZE,
 	R_CHUNKS, R_LAST_ORDINAL, R_TOTAL_SIZE, R_CRC32, R_OS, R_FORMAT, R_BUILD_ID,
-	R_FW_VERSION, R_META, R_REASON, R_HAS_CHUNK0,
+	R_FW_VERSION, R_META, R_REASON, R_HAS_CHUNK0, R_SIGNATURE, R_CRASH,
+};
+
+/* Keys of the nested crash map. */
+enum {
+	C_FORMAT = 1, C_PRESENT, C_ARCH, C_OS, C_REASON, C_REASON_CODE, C_SIGNAL, C_SI_CODE,
+	C_EXCEPTION_CODE, C_FAULT_ADDRESS, C_PC, C_LR, C_SP, C_THREAD, C_MODULE, C_MODULE_OFFSET,
+	C_BUILD_ID, C_DECODE_ERROR,
 };
 
 static bool map_add(cbor_item_t *map, uint8_t key, cbor_item_t *val)
@@ -681,9 +674,37 @@ static cbor_item_t *build_int(int64_t v)
 	return v >= 0 ? cbor_build_uint64((uint64_t)v) : cbor_build_negint64((uint64_t)(-1 - v));
 }
 
-int cg_record_encode(const struct cg_dump_record *r, uint8_t **buf, size_t *len)
+static cbor_item_t *crash_encode(const struct cg_crash *c)
 {
 	cbor_item_t *m = cbor_new_definite_map(18);
+	if (!m)
+		return NULL;
+	bool ok = map_add(m, C_FORMAT, cbor_build_uint32(c->format)) &&
+		  map_add(m, C_PRESENT, cbor_build_uint32(c->present)) &&
+		  map_add(m, C_ARCH, cbor_build_string(c->arch)) &&
+		  map_add(m, C_OS, cbor_build_string(c->os)) &&
+		  map_add(m, C_REASON, cbor_build_string(c->reason)) &&
+		  map_add(m, C_REASON_CODE, cbor_build_uint64(c->reason_code)) &&
+		  map_add(m, C_SIGNAL, build_int(c->signal)) &&
+		  map_add(m, C_SI_CODE, build_int(c->si_code)) &&
+		  map_add(m, C_EXCEPTION_CODE, cbor_build_uint32(c->exception_code)) &&
+		  map_add(m, C_FAULT_ADDRESS, cbor_build_uint64(c->fault_address)) &&
+		  map_add(m, C_PC, cbor_build_uint64(c->pc)) &&
+		  map_add(m, C_LR, cbor_build_uint64(c->lr)) &&
+		  map_add(m, C_SP, cbor_build_uint64(c->sp)) &&
+		  map_add(m, C_THREAD, cbor_build_uint32(c->thread)) &&
+		  map_add(m, C_MODULE, cbor_build_string(c->module)) &&
+		  map_add(m, C_MODULE_OFFSET, cbor_build_uint64(c->module_offset)) &&
+		  map_add(m, C_BUILD_ID, cbor_build_bytestring(c->build_id, c->build_id_len)) &&
+		  map_add(m, C_DECODE_ERROR, cbor_build_string(c->decode_error));
+	if (!ok)
+		cbor_decref(&m);
+	return m;
+}
+
+int cg_record_encode(const struct cg_dump_record *r, uint8_t **buf, size_t *len)
+{
+	cbor_item_t *m = cbor_new_definite_map(20);
 	if (!m)
 		return CG_ERR_NOMEM;
 	bool ok = map_add(m, R_SEQ, cbor_build_uint64(r->seq)) &&
@@ -712,6 +733,10 @@ int cg_record_encode(const struct cg_dump_record *r, uint8_t **buf, size_t *len)
 		ok = map_add(m, R_META, cbor_build_bytestring(r->meta, r->meta_len));
 	if (ok && r->reason[0])
 		ok = map_add(m, R_REASON, cbor_build_string(r->reason));
+	if (ok && r->signature[0])
+		ok = map_add(m, R_SIGNATURE, cbor_build_string(r->signature));
+	if (ok && r->has_crash)
+		ok = map_add(m, R_CRASH, crash_encode(&r->crash));
 	size_t cap = 0;
 	*len = ok ? cbor_serialize_alloc(m, buf, &cap) : 0;
 	cbor_decref(&m);
@@ -757,6 +782,45 @@ static bool get_bytes(cbor_item_t *v, uint8_t *out, size_t cap, size_t *len)
 	return true;
 }
 
+static bool crash_decode(cbor_item_t *m, struct cg_crash *c)
+{
+	if (!cbor_isa_map(m))
+		return false;
+	memset(c, 0, sizeof *c);
+	size_t n = cbor_map_size(m);
+	struct cbor_pair *pairs = cbor_map_handle(m);
+	bool ok = true;
+	for (size_t i = 0; ok && i < n; i++) {
+		uint64_t key, u = 0;
+		int64_t v64 = 0;
+		if (!get_u64(pairs[i].key, &key))
+			continue;
+		cbor_item_t *v = pairs[i].value;
+		switch (key) {
+		case C_FORMAT: ok = get_u64(v, &u); c->format = (uint32_t)u; break;
+		case C_PRESENT: ok = get_u64(v, &u); c->present = (uint32_t)u; break;
+		case C_ARCH: ok = get_str(v, c->arch, sizeof c->arch); break;
+		case C_OS: ok = get_str(v, c->os, sizeof c->os); break;
+		case C_REASON: ok = get_str(v, c->reason, sizeof c->reason); break;
+		case C_REASON_CODE: ok = get_u64(v, &c->reason_code); break;
+		case C_SIGNAL: ok = get_i64(v, &v64); c->signal = (int32_t)v64; break;
+		case C_SI_CODE: ok = get_i64(v, &v64); c->si_code = (int32_t)v64; break;
+		case C_EXCEPTION_CODE: ok = get_u64(v, &u); c->exception_code = (uint32_t)u; break;
+		case C_FAULT_ADDRESS: ok = get_u64(v, &c->fault_address); break;
+		case C_PC: ok = get_u64(v, &c->pc); break;
+		case C_LR: ok = get_u64(v, &c->lr); break;
+		case C_SP: ok = get_u64(v, &c->sp); break;
+		case C_THREAD: ok = get_u64(v, &u); c->thread = (uint32_t)u; break;
+		case C_MODULE: ok = get_str(v, c->module, sizeof c->module); break;
+		case C_MODULE_OFFSET: ok = get_u64(v, &c->module_offset); break;
+		case C_BUILD_ID: ok = get_bytes(v, c->build_id, sizeof c->build_id, &c->build_id_len); break;
+		case C_DECODE_ERROR: ok = get_str(v, c->decode_error, sizeof c->decode_error); break;
+		default: break;
+		}
+	}
+	return ok;
+}
+
 int cg_record_decode(const uint8_t *buf, size_t len, struct cg_dump_record *r)
 {
 	struct cbor_load_result res;
@@ -792,6 +856,8 @@ int cg_record_decode(const uint8_t *buf, size_t len, struct cg_dump_record *r)
 		case R_META: ok = get_bytes(v, r->meta, sizeof r->meta, &r->meta_len); break;
 		case R_REASON: ok = get_str(v, r->reason, sizeof r->reason); break;
 		case R_HAS_CHUNK0: ok = cbor_isa_float_ctrl(v) && cbor_is_bool(v); r->has_chunk0 = ok && cbor_get_bool(v); break;
+		case R_SIGNATURE: ok = get_str(v, r->signature, sizeof r->signature); break;
+		case R_CRASH: ok = crash_decode(v, &r->crash); r->has_crash = ok; break;
 		default: break; /* written by a newer version: ignore */
 		}
 	}

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "crashgate/proto.h"
+#include "decode.h"
 
 #define CG_DUMPKEY_MAX (1 + CG_DEVICE_ID_MAX + 8)
 
@@ -74,6 +75,9 @@ struct cg_dump_record {
 	uint8_t meta[CG_PROTO_MAX_META];  /* raw CBOR map from chunk 0 */
 	size_t meta_len;
 	char reason[CG_PROTO_MAX_REASON + 1];
+	bool has_crash;                   /* decoded at completion (SPEC §7) */
+	struct cg_crash crash;
+	char signature[17];               /* 16 hex digits, "" when not computed */
 };
 
 /* What the index says about a dump that is no longer open. */
@@ -130,11 +134,6 @@ int cg_store_each_chunk(struct cg_store *st, const struct cg_dumpkey *k, cg_stor
  */
 int cg_store_read_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t nchunks,
 		       uint64_t size, uint8_t **body);
-
-/* CRC-32 of a dump's chunks in order, with the same checks as read_dump,
- * without assembling it. */
-int cg_store_crc_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t nchunks,
-		      uint64_t size, uint32_t *crc);
 
 /*
  * Complete a dump in one atomic batch: assign rec->seq, write its record,

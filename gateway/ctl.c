@@ -273,6 +273,71 @@ static int find_dump(struct ctl *c, const char *id, struct cg_dump_record *out)
 	return cg_store_get_record(c->st, ie.seq, out);
 }
 
+/* Crash groups (SPEC §10 `signatures`): one entry per signature. */
+static int collect_signature(void *ctx, const struct cg_dump_record *r)
+{
+	json_t *groups = ctx;
+	if (!r->signature[0])
+		return 0;
+	char when[40];
+	rfc3339(r->received_at_ms, when, sizeof when);
+	json_t *g = json_object_get(groups, r->signature);
+	if (!g) {
+		g = json_object();
+		json_object_set_new(g, "signature", json_string(r->signature));
+		json_object_set_new(g, "count", json_integer(0));
+		json_object_set_new(g, "throttled", json_integer(0));
+		json_object_set_new(g, "first_seen", json_string(when));
+		json_object_set_new(g, "last_seen", json_string(when));
+		if (r->has_crash && r->crash.reason[0])
+			json_object_set_new(g, "reason", json_string(r->crash.reason));
+		json_object_set_new(g, "devices", json_object());
+		json_object_set_new(groups, r->signature, g);
+	}
+	const char *field = r->status == CG_DUMP_THROTTLED ? "throttled" : "count";
+	json_object_set_new(g, field, json_integer(json_integer_value(json_object_get(g, field)) + 1));
+	/* Records are scanned in sequence order, which is receipt order. */
+	if (strcmp(when, json_string_value(json_object_get(g, "first_seen"))) < 0)
+		json_object_set_new(g, "first_seen", json_string(when));
+	if (strcmp(when, json_string_value(json_object_get(g, "last_seen"))) > 0)
+		json_object_set_new(g, "last_seen", json_string(when));
+	json_object_set_new(json_object_get(g, "devices"), r->device, json_true());
+	return 0;
+}
+
+static void print_signatures(json_t *groups, bool as_json)
+{
+	json_t *rows = json_array();
+	const char *key;
+	json_t *g;
+	json_object_foreach(groups, key, g) {
+		json_t *row = json_deep_copy(g);
+		json_object_set_new(row, "devices", json_integer((json_int_t)json_object_size(json_object_get(g, "devices"))));
+		json_array_append_new(rows, row);
+	}
+	if (as_json) {
+		json_dumpf(rows, stdout, JSON_INDENT(2));
+		printf("\n");
+	} else {
+		printf("%-16s %7s %9s %7s %-24s %-24s %s\n", "SIGNATURE", "COUNT", "THROTTLED", "DEVICES",
+		       "FIRST_SEEN", "LAST_SEEN", "REASON");
+		size_t i;
+		json_t *r;
+		json_array_foreach(rows, i, r) {
+			const char *reason = json_string_value(json_object_get(r, "reason"));
+			printf("%-16s %7" JSON_INTEGER_FORMAT " %9" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT
+			       " %-24s %-24s %s\n",
+			       json_string_value(json_object_get(r, "signature")),
+			       json_integer_value(json_object_get(r, "count")),
+			       json_integer_value(json_object_get(r, "throttled")),
+			       json_integer_value(json_object_get(r, "devices")),
+			       json_string_value(json_object_get(r, "first_seen")),
+			       json_string_value(json_object_get(r, "last_seen")), reason ? reason : "-");
+		}
+	}
+	json_decref(rows);
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -281,6 +346,7 @@ static void usage(FILE *out)
 		"  list                 dumps in the store (stored and open)\n"
 		"  show ID              one dump: ID is the stable id, DEVICE/DUMP_ID or the sequence number\n"
 		"  download ID [-o F]   the dump's bytes (to stdout unless -o)\n"
+		"  signatures           crash groups: count, throttled, devices, first and last seen, reason\n"
 		"  check-config FILE    validate a configuration file\n"
 		"exit: 0 ok, 1 error, 2 usage, 3 bad configuration, 4 not found\n");
 }
@@ -340,7 +406,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "crashgatectl: say where the store is: -c FILE or --data-dir DIR\n");
 		return 2;
 	}
-	if (strcmp(cmd, "list") != 0 && strcmp(cmd, "show") != 0 && strcmp(cmd, "download") != 0) {
+	if (strcmp(cmd, "list") != 0 && strcmp(cmd, "show") != 0 && strcmp(cmd, "download") != 0 &&
+	    strcmp(cmd, "signatures") != 0) {
 		fprintf(stderr, "crashgatectl: unknown command '%s'\n", cmd);
 		usage(stderr);
 		cg_config_free(cfg);
@@ -356,7 +423,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	int rc = 0;
-	if (strcmp(cmd, "list") == 0) {
+	if (strcmp(cmd, "signatures") == 0) {
+		json_t *groups = json_object();
+		cg_store_scan_records(c.st, collect_signature, groups);
+		print_signatures(groups, c.json);
+		json_decref(groups);
+	} else if (strcmp(cmd, "list") == 0) {
 		c.rows = json_array();
 		cg_store_scan_records(c.st, collect_record, &c);
 		cg_store_scan_open(c.st, collect_open, &c);

@@ -43,5 +43,18 @@ a1 = json.load(open(f"{t}/show.1.json"))
 a2 = json.load(open(f"{t}/show.a2.json"))
 assert a1["signature"] == a2["signature"], "same crash, two devices, two signatures"
 PY
+# crash groups: the segfault seen from two devices is one group of two
+sig=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["signature"])' "$CG_T/show.1.json")
+cg_ctl signatures --json >"$CG_T/sigs.json"
+python3 - "$CG_T/sigs.json" "$sig" <<'PY' || cg_fail "signatures: $(cat "$CG_T/sigs.json")"
+import json, sys
+groups = {g["signature"]: g for g in json.load(open(sys.argv[1]))}
+g = groups[sys.argv[2]]
+assert g["count"] == 2 and g["devices"] == 2 and g["throttled"] == 0, g
+assert g["reason"] == "SIGSEGV", g
+assert g["first_seen"] <= g["last_seen"]
+assert len(groups) == 5, len(groups)  # five distinct crashes were sent
+PY
+cg_ctl signatures | grep -q "$sig" || cg_fail "signatures table lacks $sig"
 cg_gw_stop
 cg_pass "dumps decoded at the edge match the reference tools; one signature per crash"

@@ -15,6 +15,7 @@
  * and header is read in place, and every offset, size and count from the
  * file is checked against the buffer before use.
  */
+#include "bytes.h"
 #include "decode.h"
 
 #include <stdarg.h>
@@ -94,21 +95,17 @@ struct core {
 
 static uint16_t get16(const uint8_t *p, bool be)
 {
-	return be ? (uint16_t)(p[0] << 8 | p[1]) : (uint16_t)(p[1] << 8 | p[0]);
+	return (uint16_t)(be ? cg_load_be(p, 2) : cg_load_le(p, 2));
 }
 
 static uint32_t get32(const uint8_t *p, bool be)
 {
-	if (be)
-		return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-	return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+	return (uint32_t)(be ? cg_load_be(p, 4) : cg_load_le(p, 4));
 }
 
 static uint64_t get64(const uint8_t *p, bool be)
 {
-	uint64_t hi = get32(p, be), lo = get32(p + 4, be);
-
-	return be ? hi << 32 | lo : lo << 32 | hi;
+	return be ? cg_load_be(p, 8) : cg_load_le(p, 8);
 }
 
 /* A long of the core's ABI: 4 bytes in ELF32, 8 in ELF64. */

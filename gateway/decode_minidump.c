@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "decode.h"
 
 #define MD_SIGNATURE       0x504d444du /* "MDMP" read little endian */
@@ -137,13 +138,12 @@ static void md_fail(struct md *m, int err, const char *fmt, ...)
 
 static uint32_t le32(const uint8_t *p)
 {
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
+	return (uint32_t)cg_load_le(p, 4);
 }
 
 static uint64_t le64(const uint8_t *p)
 {
-	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
+	return cg_load_le(p, 8);
 }
 
 static bool has(struct span s, size_t off, size_t n)

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "decode.h"
 
 #define ZE_HDR_SIZE      12u
@@ -93,11 +94,7 @@ static size_t avail(const struct ze_dec *d)
 
 static uint64_t le(const uint8_t *p, unsigned n)
 {
-	uint64_t v = 0;
-
-	for (unsigned i = n; i > 0; i--)
-		v = (v << 8) | p[i - 1];
-	return v;
+	return cg_load_le(p, n);
 }
 
 /* Names of enum k_fatal_error_reason (include/zephyr/fatal_types.h) and,
@@ -343,25 +340,6 @@ static int memory_block(struct ze_dec *d)
 	return CG_OK;
 }
 
-/* CRC-32 (IEEE 802.3, reflected, as Zephyr's crc32_ieee()), by nibbles.
- * `c` is the running register: ~0 to start, inverted once at the end. */
-static uint32_t crc32_update(uint32_t c, const uint8_t *p, size_t n)
-{
-	static const uint32_t tab[16] = {
-		0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac,
-		0x76dc4190, 0x6b6b51f4, 0x4db26158, 0x5005713c,
-		0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c,
-		0x9b64c2b0, 0x86d3d2d4, 0xa00ae278, 0xbdbdf21c,
-	};
-
-	for (size_t i = 0; i < n; i++) {
-		c ^= p[i];
-		c = (c >> 4) ^ tab[c & 15];
-		c = (c >> 4) ^ tab[c & 15];
-	}
-	return c;
-}
-
 /*
  * A 'C' trailer covers every byte before it. The running CRC is carried
  * from one trailer to the next, so a dump made of many trailers costs one
@@ -373,10 +351,11 @@ static int crc_block(struct ze_dec *d, bool *seen)
 
 	if (!need(d, 7, "the CRC trailer"))
 		return CG_ERR_MALFORMED;
-	d->crc = crc32_update(d->crc, d->buf + d->crc_off, d->off - d->crc_off);
+	/* Zephyr's crc32_ieee() is the zlib CRC-32 (cg_crc32), incremental. */
+	d->crc = cg_crc32(d->crc, d->buf + d->crc_off, d->off - d->crc_off);
 	d->crc_off = d->off;
 	want = (uint32_t)le(d->buf + d->off + 3, 4);
-	got = ~d->crc;
+	got = d->crc;
 	if (want != got) {
 		set_error(d, "CRC-32 mismatch: trailer 0x%08" PRIx32 ", dump 0x%08" PRIx32,
 			  want, got);
@@ -443,7 +422,7 @@ static void init(struct ze_dec *d, const uint8_t *buf, size_t len, struct cg_cra
 	d->buf = buf;
 	d->len = buf ? len : 0;
 	d->out = out;
-	d->crc = 0xffffffffu;
+	d->crc = 0;
 }
 
 /*

@@ -428,7 +428,7 @@ static void od_free(struct cg_reasm *rs, struct open_dump *od)
  * only when the delete went through. */
 static int od_drop(struct cg_reasm *rs, struct open_dump *od)
 {
-	int rc = cg_store_drop_open(rs->st, &od->key, NULL);
+	int rc = cg_store_drop_open(rs->st, &od->key);
 	if (rc != CG_OK) {
 		log_error("reasm", "cannot drop dump %s/%" PRIu64 ": %s; it stays until the next start",
 			  od->dev->id, od->dump_id, cg_strerror(rc));

@@ -493,8 +493,7 @@ int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k, struct
 	return rc;
 }
 
-int cg_store_drop_open(struct cg_store *st, const struct cg_dumpkey *k,
-		       const struct cg_index_entry *tomb)
+int cg_store_drop_open(struct cg_store *st, const struct cg_dumpkey *k)
 {
 	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
 	int rc = batch_delete_chunks(st, b, k);
@@ -503,13 +502,6 @@ int cg_store_drop_open(struct cg_store *st, const struct cg_dumpkey *k,
 		return rc;
 	}
 	rocksdb_writebatch_delete_cf(b, st->cf[CF_OPEN], (const char *)k->b, k->len);
-	if (tomb) {
-		uint8_t iv[17 + CG_PROTO_MAX_REASON];
-		size_t ivlen = 0;
-		index_encode(tomb, iv, sizeof iv, &ivlen);
-		rocksdb_writebatch_put_cf(b, st->cf[CF_INDEX], (const char *)k->b, k->len,
-					  (const char *)iv, ivlen);
-	}
 	return write_batch(st, b);
 }
 

@@ -142,9 +142,8 @@ int cg_store_read_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t
 int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec);
 
 /* Drop an open dump (rejected or expired): delete its chunks and open
- * record; when tomb is not NULL, write it to the index in the same batch. */
-int cg_store_drop_open(struct cg_store *st, const struct cg_dumpkey *k,
-		       const struct cg_index_entry *tomb);
+ * record in one batch. */
+int cg_store_drop_open(struct cg_store *st, const struct cg_dumpkey *k);
 
 /* Read the open record of a dump. CG_ERR_NOT_FOUND if absent. */
 int cg_store_get_open(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec);

@@ -140,8 +140,6 @@ static json_t *record_json(struct ctl *c, const struct cg_dump_record *r)
 		snprintf(buf, sizeof buf, "0x%08x", r->crc32);
 		json_object_set_new(o, "crc32", json_string(buf));
 	}
-	if (r->has_os)
-		json_object_set_new(o, "os", json_integer(r->os));
 	if (r->reason[0])
 		json_object_set_new(o, "reason", json_string(r->reason));
 	if (r->signature[0])

@@ -82,6 +82,10 @@ int cg_decode_elf_core(const uint8_t *buf, size_t len, struct cg_crash *out);
  */
 int cg_zephyr_early(const uint8_t *buf, size_t len, struct cg_crash *out);
 
+/* Name of a Linux signal number ("SIGSEGV"), NULL when unknown. Shared by
+ * the ELF-core and minidump decoders. */
+const char *cg_linux_signal_name(uint32_t sig);
+
 /* Dispatch: the declared format unless it is CG_FORMAT_DETECT. */
 int cg_decode(const uint8_t *buf, size_t len, uint32_t declared_format, struct cg_crash *out);
 

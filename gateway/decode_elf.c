@@ -464,17 +464,6 @@ static bool set_module_name(struct cg_crash *out, const char *name, size_t len)
 
 /* ---- the notes ------------------------------------------------------------- */
 
-static const char *const signal_names[] = {
-	[1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL",
-	[5] = "SIGTRAP", [6] = "SIGABRT", [7] = "SIGBUS", [8] = "SIGFPE",
-	[9] = "SIGKILL", [10] = "SIGUSR1", [11] = "SIGSEGV", [12] = "SIGUSR2",
-	[13] = "SIGPIPE", [14] = "SIGALRM", [15] = "SIGTERM", [16] = "SIGSTKFLT",
-	[17] = "SIGCHLD", [18] = "SIGCONT", [19] = "SIGSTOP", [20] = "SIGTSTP",
-	[21] = "SIGTTIN", [22] = "SIGTTOU", [23] = "SIGURG", [24] = "SIGXCPU",
-	[25] = "SIGXFSZ", [26] = "SIGVTALRM", [27] = "SIGPROF", [28] = "SIGWINCH",
-	[29] = "SIGIO", [30] = "SIGPWR", [31] = "SIGSYS",
-};
-
 /* Signals whose si_addr is the faulting address when si_code > 0. */
 static bool is_fault_signal(int sig)
 {
@@ -486,9 +475,9 @@ static void set_signal(struct cg_crash *out, int32_t sig)
 	out->signal = sig;
 	out->reason_code = (uint64_t)(uint32_t)sig;
 	out->present |= CG_CRASH_HAS_SIGNAL | CG_CRASH_HAS_REASON_CODE;
-	if (sig > 0 && (size_t)sig < sizeof signal_names / sizeof signal_names[0] &&
-	    signal_names[sig] != NULL)
-		snprintf(out->reason, sizeof out->reason, "%s", signal_names[sig]);
+	const char *name = sig > 0 ? cg_linux_signal_name((uint32_t)sig) : NULL;
+	if (name)
+		snprintf(out->reason, sizeof out->reason, "%s", name);
 }
 
 /*

@@ -303,19 +303,6 @@ struct exc {
 	bool have_code, have_flags, have_address;
 };
 
-static const char *linux_signal_name(uint32_t sig)
-{
-	static const char *const names[] = {
-		NULL, "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT",
-		"SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2",
-		"SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT",
-		"SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-		"SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR",
-		"SIGSYS",
-	};
-	return sig < sizeof names / sizeof names[0] ? names[sig] : NULL;
-}
-
 /* Darwin numbers the signals after 9 differently from Linux. */
 static const char *darwin_signal_name(uint32_t sig)
 {
@@ -361,7 +348,7 @@ static void interpret_linux(struct md *m, const struct exc *e)
 	if (e->code == 0 || e->code > 64)
 		return;
 	set_signal(o, e->code);
-	const char *name = linux_signal_name(e->code);
+	const char *name = cg_linux_signal_name(e->code);
 	if (name)
 		copy_str(o->reason, sizeof o->reason, name);
 	if (e->have_flags && si_code != 0) {

@@ -35,6 +35,16 @@ struct cg_daemon {
 	atomic_bool stopping;
 };
 
+/* The signals the main thread takes with sigwait (blocked everywhere). */
+static void daemon_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
+}
+
 static int64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -168,11 +178,7 @@ static int run(struct cg_daemon *d)
 	log_info("main", "crashgated %s running: gateway %s, store %s", PROJECT_VERSION, d->cfg->gateway.id, path);
 
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR1);
+	daemon_signals(&set);
 	for (;;) {
 		int sig = 0;
 		if (sigwait(&set, &sig) != 0)
@@ -223,11 +229,7 @@ int main(int argc, char **argv)
 	/* Signals are taken by sigwait in the main thread only: block them
 	 * first thing, before any thread (ours or Paho's) starts so that all inherit the mask. */
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR1);
+	daemon_signals(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	const char *cfg_path = NULL;

@@ -463,10 +463,8 @@ static void reject_new(struct cg_reasm *rs, const struct cg_dumpkey *k, const ch
 
 /* A minimal open record, for a dump whose record is missing (written by an
  * older version, or lost): what memory knows. */
-static void record_fresh(struct cg_reasm *rs, struct cg_dump_record *rec, const char *device,
-			 uint64_t dump_id)
+static void record_fresh(struct cg_dump_record *rec, const char *device, uint64_t dump_id)
 {
-	(void)rs;
 	memset(rec, 0, sizeof *rec);
 	snprintf(rec->device, sizeof rec->device, "%s", device);
 	rec->dump_id = dump_id;
@@ -489,7 +487,7 @@ static void od_complete(struct cg_reasm *rs, struct open_dump *od)
 	if (rc == CG_ERR_NOT_FOUND || rc == CG_ERR_MALFORMED) {
 		log_warn("reasm", "dump %s/%" PRIu64 ": open record %s; completing without it", od->dev->id,
 			 od->dump_id, rc == CG_ERR_NOT_FOUND ? "missing" : "unreadable");
-		record_fresh(rs, rec, od->dev->id, od->dump_id);
+		record_fresh(rec, od->dev->id, od->dump_id);
 	} else if (rc != CG_OK) {
 		busy(rs, od->dev->id, od->dump_id, "store unavailable");
 		return;
@@ -663,7 +661,7 @@ static void handle_repeat(struct cg_reasm *rs, struct open_dump *od, const struc
 		struct cg_dump_record *rec = &rs->scratch;
 		rc = cg_store_get_open(rs->st, &od->key, rec);
 		if (rc == CG_ERR_NOT_FOUND || rc == CG_ERR_MALFORMED)
-			record_fresh(rs, rec, od->dev->id, od->dump_id);
+			record_fresh(rec, od->dev->id, od->dump_id);
 		else if (rc != CG_OK) {
 			busy(rs, od->dev->id, od->dump_id, "store unavailable");
 			return;
@@ -790,7 +788,7 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 		rec = &rs->scratch;
 		rc = is_new ? CG_ERR_NOT_FOUND : cg_store_get_open(rs->st, &k, rec);
 		if (rc == CG_ERR_NOT_FOUND || rc == CG_ERR_MALFORMED) {
-			record_fresh(rs, rec, device, c.dump_id);
+			record_fresh(rec, device, c.dump_id);
 		} else if (rc != CG_OK) {
 			busy(rs, device, c.dump_id, "store unavailable");
 			return CG_ERR_STORE;
@@ -871,7 +869,7 @@ int cg_reasm_commit(struct cg_reasm *rs)
 {
 	pthread_mutex_lock(&rs->lock);
 	struct pending_ack *acks = rs->pending;
-	size_t nacks = rs->npending, cap = rs->pending_cap;
+	size_t nacks = rs->npending;
 	bool dirty = rs->dirty;
 	rs->pending = NULL;
 	rs->npending = rs->pending_cap = 0;
@@ -895,7 +893,6 @@ int cg_reasm_commit(struct cg_reasm *rs)
 			send_ack(rs, acks[i].device, acks[i].dump_id, CG_ACK_COMPLETE, NULL, NULL, 0);
 	}
 	pthread_mutex_unlock(&rs->lock);
-	(void)cap;
 	free(acks);
 	flush_outbox(rs);
 	return rc;

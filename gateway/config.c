@@ -27,12 +27,14 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -63,6 +65,10 @@ enum conf_type {
 	CONF_SECTION,   /* a mapping: the struct at offset, its keys in child */
 	CONF_LIST,      /* a sequence of child mappings: array at offset + count */
 	CONF_MAP,       /* a mapping name -> child mapping: array at offset + count */
+	CONF_ENUM,      /* uint32_t: index of the value in `values` */
+	CONF_TIME,      /* uint64_t unix ms from an RFC 3339 timestamp; 0 = unset */
+	CONF_STRLIST,   /* a sequence of strings: char ** at offset + size_t count;
+	                 * min/max bound the entries, check applies to each */
 };
 
 enum {
@@ -88,6 +94,7 @@ struct conf_key {
 	size_t count_off;           /* LIST, MAP: offset of the size_t entry count */
 	size_t name_off;            /* MAP: offset of the element's char *name (malloc'd) */
 	size_t present_off;         /* SECTION with CONF_PRESENCE: offset of a bool */
+	const char *const *values;  /* ENUM: accepted spellings, NULL-terminated */
 };
 
 /* ---- value syntax -------------------------------------------------------- */
@@ -177,6 +184,77 @@ int cg_parse_duration(const char *s, uint64_t *ms)
 	}
 	*ms = total;
 	return 0;
+}
+
+/* n decimal digits at p into *v; -1 unless all n are digits. */
+static int fixed_digits(const char *p, int n, int *v)
+{
+	int x = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return -1;
+		x = x * 10 + (p[i] - '0');
+	}
+	*v = x;
+	return 0;
+}
+
+int cg_parse_time(const char *s, int64_t *ms)
+{
+	int y, mo, d, h, mi, sec, oh = 0, om = 0, frac_ms = 0;
+	const char *p = s;
+
+	if (!s || strlen(s) < 20 || fixed_digits(p, 4, &y) || p[4] != '-' ||
+	    fixed_digits(p + 5, 2, &mo) || p[7] != '-' || fixed_digits(p + 8, 2, &d) ||
+	    (p[10] != 'T' && p[10] != 't' && p[10] != ' ') || fixed_digits(p + 11, 2, &h) ||
+	    p[13] != ':' || fixed_digits(p + 14, 2, &mi) || p[16] != ':' ||
+	    fixed_digits(p + 17, 2, &sec))
+		return -1;
+	p += 19;
+	if (*p == '.') {
+		int scale = 100, digits = 0;
+		for (p++; *p >= '0' && *p <= '9'; p++, digits++) {
+			frac_ms += (*p - '0') * scale;
+			scale /= 10;
+		}
+		if (digits == 0)
+			return -1;
+	}
+	if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
+		p++;
+	} else if ((*p == '+' || *p == '-') && strlen(p) == 6 && !fixed_digits(p + 1, 2, &oh) &&
+		   p[3] == ':' && !fixed_digits(p + 4, 2, &om) && oh < 24 && om < 60) {
+		if (*p == '-') {
+			oh = -oh;
+			om = -om;
+		}
+	} else {
+		return -1;
+	}
+	/* Leap seconds (:60) are not accepted: nothing downstream can use them. */
+	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 59)
+		return -1;
+	struct tm tm = { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
+			 .tm_min = mi, .tm_sec = sec };
+	time_t t = timegm(&tm);
+	/* timegm normalises 31 April to 1 May: a round trip catches that. */
+	if (tm.tm_mday != d || tm.tm_mon != mo - 1)
+		return -1;
+	*ms = ((int64_t)t - (int64_t)oh * 3600 - (int64_t)om * 60) * 1000 + frac_ms;
+	return 0;
+}
+
+void cg_format_time(int64_t ms, char *out, size_t cap)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (ms < 0 || !gmtime_r(&t, &tm)) {
+		snprintf(out, cap, "-");
+		return;
+	}
+	strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 static int parse_bool(const char *s, bool *b)
@@ -609,6 +687,9 @@ static const char *type_name(enum conf_type t)
 	case CONF_SECTION: return "section";
 	case CONF_LIST: return "list";
 	case CONF_MAP: return "map";
+	case CONF_ENUM: return "enum";
+	case CONF_TIME: return "timestamp";
+	case CONF_STRLIST: return "list of strings";
 	}
 	return "?";
 }
@@ -625,6 +706,9 @@ static const char *type_phrase(enum conf_type t)
 	case CONF_SECTION: return "a mapping";
 	case CONF_LIST: return "a list of mappings";
 	case CONF_MAP: return "a mapping of names to mappings";
+	case CONF_ENUM: return "one of the listed values";
+	case CONF_TIME: return "an RFC 3339 timestamp such as 2026-01-31T00:00:00Z";
+	case CONF_STRLIST: return "a list of strings";
 	}
 	return "?";
 }
@@ -689,6 +773,31 @@ static int convert(const struct conf_key *r, const char *text, size_t len, void 
 			return -1;
 		*(bool *)field = b;
 		return 0;
+	case CONF_ENUM:
+		for (uint32_t i = 0; r->values && r->values[i]; i++) {
+			if (strlen(r->values[i]) == len && memcmp(r->values[i], text, len) == 0) {
+				*(uint32_t *)field = i;
+				return 0;
+			}
+		}
+		{
+			char list[160] = "";
+			for (size_t i = 0; r->values && r->values[i]; i++)
+				snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+					 i ? ", " : "", r->values[i]);
+			snprintf(msg, msglen, "'%s' is not one of: %s", shown, list);
+		}
+		return -1;
+	case CONF_TIME: {
+		int64_t t;
+		if (cg_parse_time(text, &t) != 0 || t <= 0) {
+			snprintf(msg, msglen, "'%s' is not an RFC 3339 timestamp after 1970: write e.g. "
+				 "2026-01-31T00:00:00Z or 2026-01-31T01:00:00+01:00", shown);
+			return -1;
+		}
+		*(uint64_t *)field = (uint64_t)t;
+		return 0;
+	}
 	case CONF_UINT32: {
 		const char *end;
 		if (parse_digits(text, &v, &end) != 0 || *end) {
@@ -759,7 +868,8 @@ static int apply_defaults(struct walk *w, const struct conf_key *t, char *base)
 			path_pop(w, old);
 			if (rc != 0)
 				return -1;
-		} else if (r->type != CONF_LIST && r->type != CONF_MAP && r->def &&
+		} else if (r->type != CONF_LIST && r->type != CONF_MAP && r->type != CONF_STRLIST &&
+			   r->def &&
 			   convert(r, r->def, strlen(r->def), base + r->offset, msg, sizeof msg) != 0) {
 			size_t old = path_push(w, r->name, strlen(r->name));
 			werr(w, 0, 0, "internal error: bad default: %s", msg);
@@ -788,6 +898,16 @@ static void free_table(const struct conf_key *t, void *base_)
 		case CONF_SECTION:
 			free_table(r->child, field);
 			break;
+		case CONF_STRLIST: {
+			char **arr = *(char ***)field;
+			size_t *count = (size_t *)(base + r->count_off);
+			for (size_t i = 0; arr && i < *count; i++)
+				free(arr[i]);
+			free(arr);
+			*(char ***)field = NULL;
+			*count = 0;
+			break;
+		}
 		case CONF_LIST:
 		case CONF_MAP: {
 			char *arr = *(char **)field;
@@ -868,7 +988,8 @@ static int check_missing(struct walk *w, const struct conf_key *r, unsigned line
 	int rc = 0;
 
 	if ((r->flags & CONF_REQUIRED) ||
-	    ((r->type == CONF_LIST || r->type == CONF_MAP) && r->min > 0)) {
+	    ((r->type == CONF_LIST || r->type == CONF_MAP || r->type == CONF_STRLIST) &&
+	     r->min > 0)) {
 		werr(w, line, col, "required key is missing");
 		rc = -1;
 	} else if (r->type == CONF_SECTION) {
@@ -1048,6 +1169,54 @@ static int walk_named(struct walk *w, const struct conf_key *r, char *base, cons
 	return 0;
 }
 
+/* A sequence of scalars: each converted as a string (length bounded by
+ * STRLIST_ITEM_MAX) and checked by r->check. */
+#define STRLIST_ITEM_MAX 256
+
+static int walk_strlist(struct walk *w, const struct conf_key *r, char *base, const struct node *v)
+{
+	size_t n = v->kind == N_SEQ ? v->n : 0;
+	char **arr;
+
+	if (v->kind != N_SEQ && !is_null(v)) {
+		werr(w, v->line, v->col, "expected %s, got %s", type_phrase(r->type), kind_name(v));
+		return -1;
+	}
+	if (check_count(w, r, v, n) != 0)
+		return -1;
+	if (n == 0)
+		return 0;
+	arr = calloc(n, sizeof *arr);
+	if (!arr) {
+		werr(w, 0, 0, "out of memory");
+		return -1;
+	}
+	*(char ***)(base + r->offset) = arr;
+	*(size_t *)(base + r->count_off) = n;
+	for (size_t i = 0; i < n; i++) {
+		const struct node *e = v->kids[i];
+		struct conf_key item = { .name = r->name, .type = CONF_STRING, .max = STRLIST_ITEM_MAX,
+					 .check = r->check };
+		char msg[240];
+		size_t old = path_index(w, i);
+		int rc = 0;
+
+		if (e->kind == N_ALIAS)
+			rc = alias_error(w, e);
+		else if (e->kind != N_SCALAR || is_null(e)) {
+			werr(w, e->line, e->col, "expected a string, got %s", kind_name(e));
+			rc = -1;
+		} else if (convert(&item, e->text, e->len, &arr[i], msg, sizeof msg) != 0) {
+			werr(w, e->line, e->col, "%s", msg);
+			rc = -1;
+		}
+		path_pop(w, old);
+		if (rc != 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int walk_value(struct walk *w, const struct conf_key *r, char *base,
 		      const struct node *k, const struct node *v)
 {
@@ -1071,6 +1240,8 @@ static int walk_value(struct walk *w, const struct conf_key *r, char *base,
 		return walk_list(w, r, base, v);
 	case CONF_MAP:
 		return walk_named(w, r, base, v);
+	case CONF_STRLIST:
+		return walk_strlist(w, r, base, v);
 	default:
 		break;
 	}
@@ -1359,6 +1530,170 @@ static const struct conf_key limits_keys[] = {
 	{ 0 }
 };
 
+static int check_region_name(const void *field, char *msg, size_t msglen)
+{
+	const char *s = *(char *const *)field;
+	size_t n = strlen(s);
+	char shown[48];
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-'))
+			n = 0;
+	}
+	if (n >= 1 && n <= 32)
+		return 0;
+	snprintf(msg, msglen, "'%s' is not a region name: 1 to 32 of A-Z a-z 0-9 _ -",
+		 echo(s, strlen(s), shown, sizeof shown));
+	return -1;
+}
+
+/* A device glob may only use what a device id can contain plus * ? [ ] ! */
+static int check_device_glob(const void *field, char *msg, size_t msglen)
+{
+	const char *s = *(char *const *)field;
+	char shown[48];
+	int depth = 0;
+
+	for (const char *p = s; *p; p++) {
+		char c = *p;
+		if (c == '[')
+			depth++;
+		else if (c == ']')
+			depth--;
+		if (depth < 0 || depth > 1 ||
+		    !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      strchr("._-*?[]!", c))) {
+			snprintf(msg, msglen, "'%s' is not a device glob: device ids are A-Z a-z 0-9 . _ -, "
+				 "with * ? and [...] as wildcards", echo(s, strlen(s), shown, sizeof shown));
+			return -1;
+		}
+	}
+	if (depth != 0) {
+		snprintf(msg, msglen, "'%s' has an unclosed [", echo(s, strlen(s), shown, sizeof shown));
+		return -1;
+	}
+	return 0;
+}
+
+#define UP(f)   offsetof(struct cg_upstream_config, f)
+#define RG(f)   offsetof(struct cg_region_config, f)
+#define GR(f)   offsetof(struct cg_group_config, f)
+#define CF(f)   offsetof(struct cg_config, f)
+
+static const char *const upstream_kinds[] = { "http", "sentry", "mqtt", "file", NULL };
+static const char *const consent_values[] = { "disabled", "enabled", NULL };
+
+static const struct conf_key batch_keys[] = {
+	{ .name = "max_dumps", .type = CONF_UINT32, .offset = UP(batch.max_dumps) - UP(batch),
+	  .def = "32", .min = 1, .max = 10000, .desc = "Most dumps in one batch." },
+	{ .name = "max_bytes", .type = CONF_SIZE, .offset = UP(batch.max_bytes) - UP(batch),
+	  .def = "4MiB", .min = KiB, .max = GiB,
+	  .desc = "Most dump bytes in one batch (a single larger dump goes alone)." },
+	{ .name = "max_delay", .type = CONF_DURATION, .offset = UP(batch.max_delay_ms) - UP(batch),
+	  .def = "5s", .max = HOUR,
+	  .desc = "Longest a dump waits for its batch to fill before the batch is sent." },
+	{ 0 }
+};
+
+static const struct conf_key upstream_keys[] = {
+	{ .name = "name", .type = CONF_STRING, .flags = CONF_REQUIRED, .offset = UP(name),
+	  .max = 64, .check = check_gateway_id,
+	  .desc = "Name of the upstream, unique across regions (A-Z a-z 0-9 . _ -)." },
+	{ .name = "kind", .type = CONF_ENUM, .flags = CONF_REQUIRED, .offset = UP(kind),
+	  .values = upstream_kinds, .desc = "Output plugin that delivers to it." },
+	{ .name = "url", .type = CONF_STRING, .offset = UP(url), .max = 2048,
+	  .desc = "http: the collector's URL." },
+	{ .name = "dsn_file", .type = CONF_PATH, .offset = UP(dsn_file),
+	  .desc = "sentry: file whose first line is the DSN (a secret, never logged)." },
+	{ .name = "path", .type = CONF_PATH, .offset = UP(path),
+	  .desc = "file: directory that receives one file per batch." },
+	{ .name = "uri", .type = CONF_STRING, .offset = UP(uri), .max = 1024, .check = check_uri,
+	  .desc = "mqtt: the cloud broker (ssl:// or mqtts:// for TLS)." },
+	{ .name = "topic", .type = CONF_STRING, .offset = UP(topic), .max = 256,
+	  .check = check_topic_prefix, .desc = "mqtt: topic of the batch messages." },
+	{ .name = "batch", .type = CONF_SECTION, .offset = UP(batch), .child = batch_keys,
+	  .desc = "When a batch is sent: whichever limit is reached first." },
+	{ 0 }
+};
+
+static const struct conf_key region_keys[] = {
+	{ .name = "upstreams", .type = CONF_LIST, .offset = RG(upstreams), .min = 1, .max = 16,
+	  .child = upstream_keys, .elem_size = sizeof(struct cg_upstream_config),
+	  .count_off = RG(n_upstreams),
+	  .desc = "Where this region's dumps go; each gets every dump of the region." },
+	{ 0 }
+};
+
+static const struct conf_key collection_keys[] = {
+	{ .name = "start", .type = CONF_TIME,
+	  .offset = GR(collection.start_ms) - GR(collection),
+	  .desc = "No dumps are collected before this time; absent = no start." },
+	{ .name = "stop", .type = CONF_TIME, .offset = GR(collection.stop_ms) - GR(collection),
+	  .desc = "No dumps are collected from this time on; absent = no end." },
+	{ .name = "max_dumps", .type = CONF_UINT32,
+	  .offset = GR(collection.max_dumps) - GR(collection), .def = "0",
+	  .desc = "Most dumps stored for the group between start and stop (counted across "
+		  "restarts); 0 = no quota." },
+	{ 0 }
+};
+
+static const struct conf_key group_keys[] = {
+	{ .name = "name", .type = CONF_STRING, .flags = CONF_REQUIRED, .offset = GR(name),
+	  .min = 1, .max = 128,
+	  .desc = "Name of the group, unique; the group named `default` also takes every device "
+		  "no other group matches." },
+	{ .name = "devices", .type = CONF_STRLIST, .offset = GR(devices), .max = 1000,
+	  .count_off = GR(n_devices), .check = check_device_glob,
+	  .desc = "Device-id globs (`*`, `?`, `[a-f]`); the first group with a match wins. "
+		  "Required except for the group named `default`." },
+	{ .name = "crash_dumps", .type = CONF_ENUM, .offset = GR(crash_dumps), .def = "disabled",
+	  .values = consent_values,
+	  .desc = "Consent: `enabled` lets the gateway collect this group's dumps; `disabled` "
+		  "answers consent_required and stores nothing." },
+	{ .name = "regional_data_boundary", .type = CONF_STRING, .offset = GR(region),
+	  .def = "None", .max = 32, .check = check_region_name,
+	  .desc = "Region the group's dumps stay in (a key of `regions`); `None` = "
+		  "default_region." },
+	{ .name = "collection", .type = CONF_SECTION, .offset = GR(collection),
+	  .child = collection_keys, .desc = "Collection window and quota of the group." },
+	{ 0 }
+};
+
+static const struct conf_key throttle_keys[] = {
+	{ .name = "max_identical", .type = CONF_UINT32,
+	  .offset = CF(throttle.max_identical) - CF(throttle), .def = "5", .min = 1, .max = 1000,
+	  .desc = "Full dumps stored per crash signature per window; beyond that only the "
+		  "occurrence is counted (and devices answered `throttled`)." },
+	{ .name = "window", .type = CONF_DURATION, .offset = CF(throttle.window_ms) - CF(throttle),
+	  .def = "24h", .min = MIN, .max = 365 * DAY,
+	  .desc = "Sliding window of max_identical; also the window of content deduplication." },
+	{ 0 }
+};
+
+static const struct conf_key consent_keys[] = {
+	{ .name = "valid_for", .type = CONF_DURATION,
+	  .offset = CF(consent.valid_for_ms) - CF(consent), .def = "48h", .min = 2 * MIN,
+	  .max = 365 * DAY,
+	  .desc = "How long a consent signal stays valid on the device; republished every "
+		  "valid_for / 2." },
+	{ 0 }
+};
+
+static const struct conf_key retention_keys[] = {
+	{ .name = "dumps", .type = CONF_DURATION, .offset = CF(retention.dumps_ms) - CF(retention),
+	  .def = "29d", .min = MIN, .max = 3650 * DAY,
+	  .desc = "A dump's bytes are deleted this long after receipt, forwarded or not." },
+	{ .name = "history", .type = CONF_DURATION,
+	  .offset = CF(retention.history_ms) - CF(retention), .def = "15d", .min = MIN,
+	  .max = 3650 * DAY,
+	  .desc = "Crash history (dump metadata, throttled occurrences, signature counts) is "
+		  "kept this long after it was last touched; a record lives at least as long as "
+		  "its dump's bytes." },
+	{ 0 }
+};
+
 static const struct conf_key config_keys[] = {
 	{ .name = "gateway", .type = CONF_SECTION, .offset = offsetof(struct cg_config, gateway),
 	  .child = gateway_keys, .desc = "This gateway." },
@@ -1366,6 +1701,23 @@ static const struct conf_key config_keys[] = {
 	  .child = mqtt_keys, .desc = "The local broker the devices publish to." },
 	{ .name = "limits", .type = CONF_SECTION, .offset = offsetof(struct cg_config, limits),
 	  .child = limits_keys, .desc = "Bounds on what devices may send (SPEC §11)." },
+	{ .name = "default_region", .type = CONF_STRING, .offset = CF(default_region), .max = 32,
+	  .check = check_region_name,
+	  .desc = "Region of groups whose regional_data_boundary is None." },
+	{ .name = "regions", .type = CONF_MAP, .offset = CF(regions), .max = 32,
+	  .child = region_keys, .elem_size = sizeof(struct cg_region_config),
+	  .count_off = CF(n_regions), .name_off = RG(name),
+	  .desc = "Data boundaries, each with its upstreams (SPEC §8)." },
+	{ .name = "groups", .type = CONF_LIST, .offset = CF(groups), .max = 1000,
+	  .child = group_keys, .elem_size = sizeof(struct cg_group_config),
+	  .count_off = CF(n_groups),
+	  .desc = "Device groups with consent, region and collection window (SPEC §6)." },
+	{ .name = "throttle", .type = CONF_SECTION, .offset = CF(throttle), .child = throttle_keys,
+	  .desc = "Duplicate throttling per crash signature." },
+	{ .name = "consent", .type = CONF_SECTION, .offset = CF(consent), .child = consent_keys,
+	  .desc = "The consent signal sent to devices (SPEC §5)." },
+	{ .name = "retention", .type = CONF_SECTION, .offset = CF(retention),
+	  .child = retention_keys, .desc = "How long dumps and history are kept." },
 	{ 0 }
 };
 
@@ -1396,6 +1748,132 @@ static int require_le(struct walk *w, enum conf_type t, const void *lo_f, const 
 		fmt_err(w->err, w->errlen, w->file, 0, 0, lo_path, "internal error: defaults "
 			"contradict %s", hi_path);
 	return -1;
+}
+
+/* Report at the position of FIELD (or of FALLBACK when FIELD was not written). */
+static void err_at(struct walk *w, const void *field, bool container, const void *fallback,
+		   const char *key, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static void err_at(struct walk *w, const void *field, bool container, const void *fallback,
+		   const char *key, const char *fmt, ...)
+{
+	const struct pos *p = find_pos(w, field, container);
+	va_list ap;
+
+	if (!p && fallback)
+		p = find_pos(w, fallback, true);
+	va_start(ap, fmt);
+	vfmt_err(w->err, w->errlen, w->file, p ? p->line : 0, p ? p->col : 0, key, fmt, ap);
+	va_end(ap);
+}
+
+static const char *const upstream_needs[][2] = {
+	[CG_UPSTREAM_HTTP] = { "url", NULL },
+	[CG_UPSTREAM_SENTRY] = { "dsn_file", NULL },
+	[CG_UPSTREAM_MQTT] = { "uri", "topic" },
+	[CG_UPSTREAM_FILE] = { "path", NULL },
+};
+
+static const char *upstream_value(const struct cg_upstream_config *u, const char *key)
+{
+	if (strcmp(key, "url") == 0)
+		return u->url;
+	if (strcmp(key, "dsn_file") == 0)
+		return u->dsn_file;
+	if (strcmp(key, "uri") == 0)
+		return u->uri;
+	if (strcmp(key, "topic") == 0)
+		return u->topic;
+	return u->path;
+}
+
+/*
+ * Regions, upstreams and groups (SPEC §6, §8). A consenting group whose
+ * region has no upstream is refused here, so that no dump is ever stored
+ * with nowhere it may go. A group without consent stores nothing, so its
+ * region is not checked until it is enabled.
+ */
+static int check_policy(struct walk *w, const struct cg_config *c)
+{
+	char key[200], msg[120];
+
+	for (size_t i = 0; i < c->n_regions; i++) {
+		const struct cg_region_config *r = &c->regions[i];
+		const char *name = r->name;
+		snprintf(key, sizeof key, "regions.%s", name);
+		if (strcmp(name, "None") == 0 || check_region_name(&name, msg, sizeof msg) != 0) {
+			err_at(w, r, true, NULL, key, "%s",
+			       strcmp(name, "None") == 0 ? "'None' is reserved: it means default_region" : msg);
+			return -1;
+		}
+		for (size_t j = 0; j < r->n_upstreams; j++) {
+			const struct cg_upstream_config *u = &r->upstreams[j];
+			snprintf(key, sizeof key, "regions.%s.upstreams[%zu]", name, j);
+			for (int n = 0; n < 2; n++) {
+				const char *need = upstream_needs[u->kind][n];
+				if (need && !upstream_value(u, need)) {
+					err_at(w, &u->kind, false, u, key, "an upstream of kind %s needs %s",
+					       upstream_kinds[u->kind], need);
+					return -1;
+				}
+			}
+			/* Names identify queues and dead letters: unique across regions. */
+			for (size_t a = 0; a <= i; a++) {
+				for (size_t b = 0; b < c->regions[a].n_upstreams; b++) {
+					const struct cg_upstream_config *o = &c->regions[a].upstreams[b];
+					if (o == u)
+						goto next_upstream;
+					if (strcmp(o->name, u->name) == 0) {
+						err_at(w, &u->name, false, u, key,
+						       "upstream name '%s' is already used in regions.%s",
+						       u->name, c->regions[a].name);
+						return -1;
+					}
+				}
+			}
+next_upstream:;
+		}
+	}
+	for (size_t i = 0; i < c->n_groups; i++) {
+		const struct cg_group_config *g = &c->groups[i];
+		snprintf(key, sizeof key, "groups[%zu]", i);
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(c->groups[j].name, g->name) == 0) {
+				err_at(w, &g->name, false, g, key, "group name '%s' is already used by "
+				       "groups[%zu]", g->name, j);
+				return -1;
+			}
+		}
+		if (g->n_devices == 0 && strcmp(g->name, "default") != 0) {
+			err_at(w, &g->devices, false, &g->name, key,
+			       "devices is required (at least one glob; only the group named default "
+			       "may have none)");
+			return -1;
+		}
+		if (g->collection.start_ms && g->collection.stop_ms &&
+		    g->collection.start_ms >= g->collection.stop_ms) {
+			snprintf(key, sizeof key, "groups[%zu].collection.stop", i);
+			err_at(w, &g->collection.stop_ms, false, NULL, key, "stop is not after start");
+			return -1;
+		}
+		if (g->crash_dumps != CG_CONSENT_ENABLED)
+			continue;
+		const char *region = cg_config_group_region(c, g);
+		snprintf(key, sizeof key, "groups[%zu].regional_data_boundary", i);
+		if (!region) {
+			err_at(w, &g->region, false, &g->crash_dumps, key,
+			       "group '%s' collects dumps with regional_data_boundary None, but "
+			       "default_region is not set", g->name);
+			return -1;
+		}
+		if (!cg_config_region(c, region)) {
+			err_at(w, &g->region, false, &g->crash_dumps, key,
+			       "group '%s' collects dumps in region %s, which has no upstream: add "
+			       "regions.%s.upstreams", g->name, region, region);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static int check_config(struct walk *w, const struct cg_config *c)
@@ -1437,7 +1915,7 @@ static int check_config(struct walk *w, const struct cg_config *c)
 			       "a client key needs cert_file too");
 		return -1;
 	}
-	return 0;
+	return check_policy(w, c);
 }
 
 /* ---- public entry points ------------------------------------------------- */
@@ -1526,6 +2004,36 @@ int cg_config_load(const char *path, struct cg_config **out, char *err, size_t e
 	return rc;
 }
 
+const struct cg_group_config *cg_config_group_for(const struct cg_config *cfg, const char *device)
+{
+	const struct cg_group_config *fallback = NULL;
+
+	for (size_t i = 0; i < cfg->n_groups; i++) {
+		const struct cg_group_config *g = &cfg->groups[i];
+		for (size_t j = 0; j < g->n_devices; j++)
+			if (fnmatch(g->devices[j], device, 0) == 0)
+				return g;
+		if (!fallback && strcmp(g->name, "default") == 0)
+			fallback = g;
+	}
+	return fallback;
+}
+
+const struct cg_region_config *cg_config_region(const struct cg_config *cfg, const char *name)
+{
+	for (size_t i = 0; name && i < cfg->n_regions; i++)
+		if (strcmp(cfg->regions[i].name, name) == 0)
+			return &cfg->regions[i];
+	return NULL;
+}
+
+const char *cg_config_group_region(const struct cg_config *cfg, const struct cg_group_config *g)
+{
+	if (!g || !g->region || strcmp(g->region, "None") == 0)
+		return cfg->default_region;
+	return g->region;
+}
+
 void cg_config_free(struct cg_config *cfg)
 {
 	if (!cfg)
@@ -1591,8 +2099,13 @@ static void print_bounds(FILE *out, const struct conf_key *r)
 		else if (r->type == CONF_PATH)
 			fprintf(out, "1 .. %d bytes", PATH_LEN);
 		break;
+	case CONF_ENUM:
+		for (size_t i = 0; r->values && r->values[i]; i++)
+			fprintf(out, "%s`%s`", i ? ", " : "", r->values[i]);
+		break;
 	case CONF_LIST:
 	case CONF_MAP:
+	case CONF_STRLIST:
 		if (r->max)
 			fprintf(out, "%" PRIu64 " .. %" PRIu64 " entries", r->min, r->max);
 		else if (r->min)
@@ -1630,7 +2143,7 @@ static void print_rows(FILE *out, const char *prefix, const struct conf_key *t)
 			fprintf(out, "required");
 		else if (r->def)
 			fprintf(out, "`%s`", r->def);
-		else if (r->type == CONF_LIST || r->type == CONF_MAP)
+		else if (r->type == CONF_LIST || r->type == CONF_MAP || r->type == CONF_STRLIST)
 			fprintf(out, "empty");
 		else if (r->type != CONF_SECTION)
 			fprintf(out, "none");

@@ -18,6 +18,47 @@ struct cg_tls_config {
 	bool verify_hostname;       /* default true */
 };
 
+enum cg_upstream_kind { CG_UPSTREAM_HTTP, CG_UPSTREAM_SENTRY, CG_UPSTREAM_MQTT, CG_UPSTREAM_FILE };
+
+/* One upstream of a region (SPEC §8). Forwarding is built on these; the
+ * policy only needs to know that a region has at least one. */
+struct cg_upstream_config {
+	char *name;                 /* unique across all regions */
+	uint32_t kind;              /* enum cg_upstream_kind */
+	char *url;                  /* http */
+	char *dsn_file;             /* sentry: file holding the DSN (a secret) */
+	char *path;                 /* file: the output directory */
+	char *uri;                  /* mqtt: the cloud broker */
+	char *topic;                /* mqtt */
+	struct {
+		uint32_t max_dumps;
+		uint64_t max_bytes;
+		uint64_t max_delay_ms;
+	} batch;
+};
+
+struct cg_region_config {
+	char *name;                 /* "EU", "US", ...: [A-Za-z0-9_-], not "None" */
+	struct cg_upstream_config *upstreams;
+	size_t n_upstreams;
+};
+
+enum { CG_CONSENT_DISABLED = 0, CG_CONSENT_ENABLED = 1 };
+
+/* A device group (SPEC §6). */
+struct cg_group_config {
+	char *name;
+	char **devices;             /* globs over the device id (fnmatch) */
+	size_t n_devices;
+	uint32_t crash_dumps;       /* CG_CONSENT_* */
+	char *region;               /* a region name, or "None" = default_region */
+	struct {
+		uint64_t start_ms;      /* 0 = open start */
+		uint64_t stop_ms;       /* 0 = open end */
+		uint32_t max_dumps;     /* 0 = no quota */
+	} collection;
+};
+
 struct cg_config {
 	char *path;                 /* the file it was loaded from */
 
@@ -49,7 +90,36 @@ struct cg_config {
 		uint32_t max_open_dumps_per_device; /* default 4, 1..max_open_dumps */
 		uint64_t max_store_bytes;        /* default 2 GiB, >= max_dump_bytes */
 	} limits;
+
+	char *default_region;       /* where groups with regional_data_boundary None go */
+	struct cg_region_config *regions;
+	size_t n_regions;
+	struct cg_group_config *groups;
+	size_t n_groups;
+
+	struct {
+		uint32_t max_identical;        /* full dumps per signature per window, default 5 */
+		uint64_t window_ms;            /* default 24 h */
+	} throttle;
+	struct {
+		uint64_t valid_for_ms;         /* default 48 h */
+	} consent;
+	struct {
+		uint64_t dumps_ms;             /* default 29 d */
+		uint64_t history_ms;           /* default 15 d */
+	} retention;
 };
+
+/* The group a device belongs to (SPEC §6.1): the first whose globs match,
+ * else the group named "default", else NULL (the built-in default group:
+ * consent disabled). */
+const struct cg_group_config *cg_config_group_for(const struct cg_config *cfg, const char *device);
+
+/* The region a group's dumps belong to ("None" resolved to default_region). */
+const char *cg_config_group_region(const struct cg_config *cfg, const struct cg_group_config *g);
+
+/* Look a region up by name; NULL if absent. */
+const struct cg_region_config *cg_config_region(const struct cg_config *cfg, const char *name);
 
 /*
  * Load and validate FILE. On success returns 0 and sets *out (caller frees
@@ -71,6 +141,10 @@ void cg_config_print_reference(FILE *out);
  * Return 0 on success, -1 on a malformed value or overflow. */
 int cg_parse_size(const char *s, uint64_t *bytes);
 int cg_parse_duration(const char *s, uint64_t *ms);
+/* RFC 3339 ("2026-01-31T00:00:00Z", "...T01:00:00.5+01:00") to unix ms. */
+int cg_parse_time(const char *s, int64_t *ms);
+/* Unix ms as RFC 3339 UTC, second precision ("-" for negative). */
+void cg_format_time(int64_t ms, char *out, size_t cap);
 
 /*
  * Read a secret from a file: the first line, trailing newline and CR

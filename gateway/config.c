@@ -1160,6 +1160,8 @@ static int walk_named(struct walk *w, const struct conf_key *r, char *base, cons
 			werr(w, 0, 0, "out of memory");
 			return -1;
 		}
+		if (record(w, name, false, k) != 0)   /* checks on the name point here */
+			return -1;
 		old = path_push(w, k->text, k->len);
 		rc = walk_elem(w, r, elem, v->kids[2 * i + 1]);
 		path_pop(w, old);
@@ -1760,6 +1762,9 @@ static void err_at(struct walk *w, const void *field, bool container, const void
 	const struct pos *p = find_pos(w, field, container);
 	va_list ap;
 
+	/* An element's first field shares its address: a scalar first. */
+	if (!p && fallback)
+		p = find_pos(w, fallback, false);
 	if (!p && fallback)
 		p = find_pos(w, fallback, true);
 	va_start(ap, fmt);
@@ -1802,7 +1807,7 @@ static int check_policy(struct walk *w, const struct cg_config *c)
 		const char *name = r->name;
 		snprintf(key, sizeof key, "regions.%s", name);
 		if (strcmp(name, "None") == 0 || check_region_name(&name, msg, sizeof msg) != 0) {
-			err_at(w, r, true, NULL, key, "%s",
+			err_at(w, &r->name, false, NULL, key, "%s",
 			       strcmp(name, "None") == 0 ? "'None' is reserved: it means default_region" : msg);
 			return -1;
 		}

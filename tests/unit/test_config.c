@@ -152,7 +152,30 @@ static const char full_yaml[] =
 	"  reassembly_timeout: 1h30m\n"
 	"  max_open_dumps: 500\n"
 	"  max_open_dumps_per_device: 2\n"
-	"  max_store_bytes: 10GiB\n";
+	"  max_store_bytes: 10GiB\n"
+	"default_region: US\n"
+	"regions:\n"
+	"  EU:\n"
+	"    upstreams:\n"
+	"      - name: eu-collector\n"
+	"        kind: http\n"
+	"        url: https://eu.example/api/crashes\n"
+	"        batch: { max_dumps: 16, max_bytes: 8MiB, max_delay: 2s }\n"
+	"      - { name: eu-mqtt, kind: mqtt, uri: ssl://cloud.example:8883, topic: crash/eu }\n"
+	"  US:\n"
+	"    upstreams:\n"
+	"      - { name: us-sentry, kind: sentry, dsn_file: /run/dsn }\n"
+	"      - { name: us-files, kind: file, path: /srv/out }\n"
+	"groups:\n"
+	"  - name: DW100/Marketing\n"
+	"    devices: [\"dw100-*\", \"dw1[0-9][0-9]x-?\"]\n"
+	"    crash_dumps: enabled\n"
+	"    regional_data_boundary: EU\n"
+	"    collection: { start: 2026-01-01T00:00:00Z, stop: 2026-07-01T02:00:00+02:00, max_dumps: 1000 }\n"
+	"  - { name: default, crash_dumps: enabled }\n"
+	"throttle: { max_identical: 3, window: 12h }\n"
+	"consent: { valid_for: 24h }\n"
+	"retention: { dumps: 7d, history: 30d }\n";
 
 static void check_full(const struct cg_config *c)
 {
@@ -181,6 +204,57 @@ static void check_full(const struct cg_config *c)
 	assert_int_equal(c->limits.max_store_bytes, 10ull << 30);
 }
 
+static void check_full_policy(const struct cg_config *c)
+{
+	assert_string_equal(c->default_region, "US");
+	assert_int_equal(c->n_regions, 2);
+	const struct cg_region_config *eu = cg_config_region(c, "EU"), *us = cg_config_region(c, "US");
+	assert_non_null(eu);
+	assert_non_null(us);
+	assert_null(cg_config_region(c, "UK"));
+	assert_int_equal(eu->n_upstreams, 2);
+	assert_string_equal(eu->upstreams[0].name, "eu-collector");
+	assert_int_equal(eu->upstreams[0].kind, CG_UPSTREAM_HTTP);
+	assert_string_equal(eu->upstreams[0].url, "https://eu.example/api/crashes");
+	assert_int_equal(eu->upstreams[0].batch.max_dumps, 16);
+	assert_int_equal(eu->upstreams[0].batch.max_bytes, 8ull << 20);
+	assert_int_equal(eu->upstreams[0].batch.max_delay_ms, 2000);
+	assert_int_equal(eu->upstreams[1].kind, CG_UPSTREAM_MQTT);
+	assert_string_equal(eu->upstreams[1].topic, "crash/eu");
+	assert_int_equal(eu->upstreams[1].batch.max_dumps, 32);   /* defaults */
+	assert_int_equal(eu->upstreams[1].batch.max_bytes, 4ull << 20);
+	assert_int_equal(eu->upstreams[1].batch.max_delay_ms, 5000);
+	assert_int_equal(us->upstreams[0].kind, CG_UPSTREAM_SENTRY);
+	assert_string_equal(us->upstreams[0].dsn_file, "/run/dsn");
+	assert_int_equal(us->upstreams[1].kind, CG_UPSTREAM_FILE);
+	assert_string_equal(us->upstreams[1].path, "/srv/out");
+	assert_int_equal(c->n_groups, 2);
+	const struct cg_group_config *g = &c->groups[0];
+	assert_string_equal(g->name, "DW100/Marketing");
+	assert_int_equal(g->n_devices, 2);
+	assert_string_equal(g->devices[1], "dw1[0-9][0-9]x-?");
+	assert_int_equal(g->crash_dumps, CG_CONSENT_ENABLED);
+	assert_string_equal(g->region, "EU");
+	assert_int_equal(g->collection.start_ms, 1767225600000ull);
+	assert_int_equal(g->collection.stop_ms, 1782864000000ull);
+	assert_int_equal(g->collection.max_dumps, 1000);
+	assert_string_equal(c->groups[1].region, "None");
+	assert_int_equal(c->groups[1].n_devices, 0);
+	assert_int_equal(c->throttle.max_identical, 3);
+	assert_int_equal(c->throttle.window_ms, 12ull * 3600 * 1000);
+	assert_int_equal(c->consent.valid_for_ms, 24ull * 3600 * 1000);
+	assert_int_equal(c->retention.dumps_ms, 7ull * 86400 * 1000);
+	assert_int_equal(c->retention.history_ms, 30ull * 86400 * 1000);
+
+	/* Group matching: first match wins, the `default` group takes the rest. */
+	assert_ptr_equal(cg_config_group_for(c, "dw100-17"), &c->groups[0]);
+	assert_ptr_equal(cg_config_group_for(c, "dw123x-a"), &c->groups[0]);
+	assert_ptr_equal(cg_config_group_for(c, "dw12x-a"), &c->groups[1]);
+	assert_ptr_equal(cg_config_group_for(c, "other"), &c->groups[1]);
+	assert_string_equal(cg_config_group_region(c, &c->groups[0]), "EU");
+	assert_string_equal(cg_config_group_region(c, &c->groups[1]), "US");
+}
+
 static void test_full_file(void **state)
 {
 	(void)state;
@@ -188,6 +262,7 @@ static void test_full_file(void **state)
 
 	assert_string_equal(c->path, "t.yaml");
 	check_full(c);
+	check_full_policy(c);
 	cg_config_free(c);
 }
 
@@ -317,7 +392,7 @@ static void test_unknown_keys(void **state)
 {
 	(void)state;
 	EXPECT_ERR(BASE "mqt:\n  uri: tcp://x:1\n", "t.yaml:4:1: mqt: unknown key (did you mean mqtt?)");
-	EXPECT_ERR(BASE "regions:\n  EU: {}\n", "t.yaml:4:1: regions: unknown key");
+	EXPECT_ERR(BASE "region:\n  EU: {}\n", "t.yaml:4:1: region: unknown key (did you mean regions?)");
 	EXPECT_ERR(BASE "limits:\n  max_dump: 1MiB\n", "t.yaml:5:3: limits.max_dump: unknown key");
 	EXPECT_ERR(BASE "mqtt:\n  uri: ssl://h:1\n  tls:\n    ca_fil: /x\n",
 		   "t.yaml:7:5: mqtt.tls.ca_fil: unknown key (did you mean ca_file?)");
@@ -951,12 +1026,16 @@ static void test_reference(void **state)
 
 	/* Top-level sections are headings, their keys are rows. */
 	for (const struct conf_key *r = config_keys; r->name; r++)
-		assert_rows_in(r->child, ref);
+		if (r->child)
+			assert_rows_in(r->child, ref);
 	assert_non_null(strstr(ref, "\n## `gateway`\n"));
 	assert_non_null(strstr(ref, "\n## `mqtt`\n"));
 	assert_non_null(strstr(ref, "\n## `mqtt.tls`\n"));
 	assert_non_null(strstr(ref, "\n## `limits`\n"));
-	assert_null(strstr(ref, "## Top level"));   /* no top-level scalars yet */
+	assert_non_null(strstr(ref, "## Top level"));   /* default_region */
+	assert_non_null(strstr(ref, "| `crash_dumps` | enum | `disabled` | `disabled`, `enabled` |"));
+	assert_non_null(strstr(ref, "| `devices` | list of strings | empty | 0 .. 1000 entries |"));
+	assert_non_null(strstr(ref, "| `start` | timestamp | none |"));
 	assert_non_null(strstr(ref, "| `id` | string | required |"));
 	assert_non_null(strstr(ref, "| `max_chunk_bytes` | size | `64KiB` | 16B .. 1MiB |"));
 	assert_non_null(strstr(ref, "| `reassembly_timeout` | duration | `10m` | 1s .. 7d |"));
@@ -966,6 +1045,101 @@ static void test_reference(void **state)
 	assert_non_null(strstr(ref, "| `username` | string | none |"));
 	assert_non_null(strstr(ref, "See `mqtt.tls`."));
 	free(ref);
+}
+
+/* ---- policy: groups, regions, upstreams (SPEC §6, §9) --------------------- */
+
+#define UP_US "regions:\n  US:\n    upstreams: [ { name: u, kind: file, path: /o } ]\n"
+
+static void test_policy_errors(void **state)
+{
+	(void)state;
+	/* A consenting group's region must have an upstream. */
+	EXPECT_ERR(BASE UP_US "groups:\n  - { name: g, devices: [\"*\"], crash_dumps: enabled, "
+		   "regional_data_boundary: EU }\n",
+		   "t.yaml:8:54: groups[0].regional_data_boundary: group 'g' collects dumps in "
+		   "region EU, which has no upstream: add regions.EU.upstreams");
+	EXPECT_ERR(BASE UP_US "groups:\n  - { name: g, devices: [\"*\"], crash_dumps: enabled }\n",
+		   "t.yaml:8:32: groups[0].regional_data_boundary: group 'g' collects dumps with "
+		   "regional_data_boundary None, but default_region is not set");
+	EXPECT_ERR(BASE "default_region: EU\n" UP_US
+		   "groups:\n  - { name: g, devices: [\"*\"], crash_dumps: enabled }\n",
+		   "t.yaml:9:32: groups[0].regional_data_boundary: group 'g' collects dumps in "
+		   "region EU, which has no upstream: add regions.EU.upstreams");
+	/* Without consent nothing is stored, so no upstream is needed. */
+	struct cg_config *c = load_ok(BASE "groups:\n  - { name: g, devices: [\"*\"], "
+				      "regional_data_boundary: EU }\n");
+	assert_int_equal(c->groups[0].crash_dumps, CG_CONSENT_DISABLED);
+	assert_null(cg_config_group_for(c, "zz") == &c->groups[0] ? NULL : (void *)1);
+	cg_config_free(c);
+	/* No groups at all: every device is in the built-in default group. */
+	c = load_ok(BASE);
+	assert_null(cg_config_group_for(c, "dev-1"));
+	assert_int_equal(c->throttle.max_identical, 5);
+	assert_int_equal(c->throttle.window_ms, 24ull * 3600 * 1000);
+	assert_int_equal(c->consent.valid_for_ms, 48ull * 3600 * 1000);
+	assert_int_equal(c->retention.dumps_ms, 29ull * 86400 * 1000);
+	assert_int_equal(c->retention.history_ms, 15ull * 86400 * 1000);
+	cg_config_free(c);
+
+	EXPECT_ERR(BASE "groups:\n  - { name: g }\n",
+		   "t.yaml:5:7: groups[0]: devices is required (at least one glob; only the group "
+		   "named default may have none)");
+	EXPECT_ERR(BASE "groups:\n  - { name: g, devices: [a] }\n  - { name: g, devices: [b] }\n",
+		   "t.yaml:6:7: groups[1]: group name 'g' is already used by groups[0]");
+	EXPECT_ERR(BASE "groups:\n  - { name: g, devices: [\"a b\"] }\n",
+		   "t.yaml:5:26: groups[0].devices[0]: 'a b' is not a device glob: device ids are "
+		   "A-Z a-z 0-9 . _ -, with * ? and [...] as wildcards");
+	EXPECT_ERR(BASE "groups:\n  - { name: g, devices: [[a]] }\n",
+		   "t.yaml:5:26: groups[0].devices[0]: expected a string, got a list");
+	EXPECT_ERR(BASE "groups:\n  - { name: g, devices: [a], crash_dumps: yes }\n",
+		   "t.yaml:5:43: groups[0].crash_dumps: 'yes' is not one of: disabled, enabled");
+	EXPECT_ERR(BASE "groups:\n  - { name: g, devices: [a], collection: { start: 2026-03-01T00:00:00Z, "
+		   "stop: 2026-02-01T00:00:00Z } }\n",
+		   "t.yaml:5:73: groups[0].collection.stop: stop is not after start");
+	EXPECT_ERR(BASE "groups:\n  - { name: g, devices: [a], collection: { start: yesterday } }\n",
+		   "t.yaml:5:51: groups[0].collection.start: 'yesterday' is not an RFC 3339 "
+		   "timestamp after 1970: write e.g. 2026-01-31T00:00:00Z or 2026-01-31T01:00:00+01:00");
+	EXPECT_ERR(BASE "regions:\n  None: { upstreams: [ { name: u, kind: file, path: /o } ] }\n",
+		   "t.yaml:5:3: regions.None: 'None' is reserved: it means default_region");
+	EXPECT_ERR(BASE "regions:\n  E/U: { upstreams: [ { name: u, kind: file, path: /o } ] }\n",
+		   "t.yaml:5:3: regions.E/U: 'E/U' is not a region name: 1 to 32 of A-Z a-z 0-9 _ -");
+	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [] }\n",
+		   "t.yaml:5:20: regions.EU.upstreams: 0 entries is below the minimum 1");
+	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [ { name: u, kind: http } ] }\n",
+		   "t.yaml:5:33: regions.EU.upstreams[0]: an upstream of kind http needs url");
+	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [ { name: u, kind: ftp } ] }\n",
+		   "t.yaml:5:39: regions.EU.upstreams[0].kind: 'ftp' is not one of: http, sentry, "
+		   "mqtt, file");
+	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [ { name: u, kind: file, path: /a } ] }\n"
+		   "  US: { upstreams: [ { name: u, kind: file, path: /b } ] }\n",
+		   "t.yaml:6:24: regions.US.upstreams[0]: upstream name 'u' is already used in "
+		   "regions.EU");
+	EXPECT_ERR(BASE "throttle: { max_identical: 0 }\n",
+		   "t.yaml:4:28: throttle.max_identical: 0 is below the minimum 1");
+}
+
+static void test_parse_time(void **state)
+{
+	(void)state;
+	int64_t t;
+	assert_int_equal(cg_parse_time("1970-01-01T00:00:01Z", &t), 0);
+	assert_int_equal(t, 1000);
+	assert_int_equal(cg_parse_time("2026-11-23T01:02:03.5+01:00", &t), 0);
+	assert_int_equal(t, 1795392123500ll);
+	assert_int_equal(cg_parse_time("2024-02-29t00:00:00z", &t), 0);
+	assert_int_equal(t, 1709164800000ll);
+	const char *bad[] = { "2023-02-29T00:00:00Z", "2026-11-23", "2026-11-23T01:02:03",
+			      "2026-11-23T24:00:00Z", "2026-11-23T01:02:60Z", "2026-11-23T01:02:03.Z",
+			      "2026-11-23T01:02:03+1:00", "2026-13-01T00:00:00Z", "x", "" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		if (cg_parse_time(bad[i], &t) == 0)
+			print_error("accepted %s\n", bad[i]);
+		assert_int_not_equal(cg_parse_time(bad[i], &t), 0);
+	}
+	char buf[32];
+	cg_format_time(1709164800000ll, buf, sizeof buf);
+	assert_string_equal(buf, "2024-02-29T00:00:00Z");
 }
 
 /* ---- LIST and MAP rows, with a table of the test's own ------------------- */
@@ -1245,6 +1419,8 @@ int main(void)
 		cmocka_unit_test(test_demo_file),
 		cmocka_unit_test(test_secret_file),
 		cmocka_unit_test(test_reference),
+		cmocka_unit_test(test_policy_errors),
+		cmocka_unit_test(test_parse_time),
 		cmocka_unit_test(test_list_and_map),
 		cmocka_unit_test(test_list_and_map_errors),
 		cmocka_unit_test(test_list_and_map_reference),

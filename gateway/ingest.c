@@ -244,6 +244,24 @@ void cg_ingest_send_ack(void *ctx, const char *device, const uint8_t *msg, size_
 	}
 }
 
+void cg_ingest_send_consent(void *ctx, const char *device, const uint8_t *msg, size_t len)
+{
+	struct cg_ingest *in = ctx;
+	char topic[CG_TOPIC_MAX + 2];
+	snprintf(topic, sizeof topic, "%s/dev/%s/consent", in->prefix, device);
+	MQTTAsync_message m = MQTTAsync_message_initializer;
+	m.payload = (void *)msg;
+	m.payloadlen = (int)len;
+	m.qos = 1;
+	m.retained = 1;   /* a device that connects later finds it waiting (SPEC §5) */
+	int rc = MQTTAsync_sendMessage(in->client, topic, &m, NULL);
+	if (rc != MQTTASYNC_SUCCESS) {
+		/* Republished every valid_for / 2 and on reload; nothing is lost. */
+		stat_add(in, &in->stats.acks_dropped);
+		log_debug("mqtt", "consent to %s not queued: %s", device, MQTTAsync_strerror(rc));
+	}
+}
+
 bool cg_ingest_connected(struct cg_ingest *in)
 {
 	return atomic_load(&in->connected);

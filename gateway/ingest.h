@@ -34,6 +34,8 @@ int cg_ingest_create(const struct cg_config *cfg, struct cg_ingest **out, char *
 
 /* The cg_ack_sink send function; ctx is the struct cg_ingest. */
 void cg_ingest_send_ack(void *ctx, const char *device, const uint8_t *msg, size_t len);
+/* The cg_ack_sink consent function: retained, QoS 1, on .../consent. */
+void cg_ingest_send_consent(void *ctx, const char *device, const uint8_t *msg, size_t len);
 
 /* Start connecting (with automatic reconnect) and route messages to rs. */
 int cg_ingest_start(struct cg_ingest *in, struct cg_reasm *rs, char *err, size_t errlen);

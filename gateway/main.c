@@ -27,7 +27,8 @@
 #include "store.h"
 
 struct cg_daemon {
-	struct cg_config *cfg;
+	struct cg_config *cfg;          /* as started: the store and the MQTT client use it */
+	struct cg_config *active;       /* the policy in force (cfg, or the last reload) */
 	struct cg_store *store;
 	struct cg_reasm *reasm;
 	struct cg_ingest *ingest;
@@ -82,10 +83,14 @@ static void log_stats(struct cg_daemon *d)
 	log_info("main", "stats: messages=%" PRIu64 " chunks=%" PRIu64 " stored=%" PRIu64 " repeated=%" PRIu64
 		 " malformed=%" PRIu64 " completed=%" PRIu64 " duplicate=%" PRIu64 " rejected=%" PRIu64
 		 " expired=%" PRIu64 " busy=%" PRIu64 " open=%u store_bytes=%" PRIu64 " syncs=%" PRIu64
-		 " reconnects=%" PRIu64,
+		 " reconnects=%" PRIu64 " throttled=%" PRIu64 " throttled_early=%" PRIu64
+		 " deduplicated=%" PRIu64 " consent_refused=%" PRIu64 " consent_published=%" PRIu64
+		 " devices=%" PRIu64 " config_generation=%" PRIu64,
 		 is.messages, s.chunks_received, s.chunks_stored, s.chunks_repeated, s.messages_malformed,
 		 s.dumps_completed, s.dumps_duplicate, s.dumps_rejected, s.dumps_expired, s.busy, s.open_dumps,
-		 s.store_bytes, s.syncs, is.connects ? is.connects - 1 : 0);
+		 s.store_bytes, s.syncs, is.connects ? is.connects - 1 : 0, s.dumps_throttled,
+		 s.dumps_throttled_early, s.dumps_deduplicated, s.consent_refused, s.consent_published,
+		 s.devices_seen, s.config_generation);
 }
 
 static void usage(FILE *out)
@@ -95,7 +100,8 @@ static void usage(FILE *out)
 		"       crashgated --check-config FILE\n"
 		"       crashgated --config-reference\n"
 		"\n"
-		"Signals: SIGTERM/SIGINT stop (pending syncs and acks finish first); SIGUSR1 logs counters.\n"
+		"Signals: SIGTERM/SIGINT stop (pending syncs and acks finish first); SIGHUP reloads the\n"
+		"configuration (a bad file keeps the running one); SIGUSR1 logs counters.\n"
 		"Exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage, 3 bad configuration, 4 store error.\n");
 }
 
@@ -128,6 +134,44 @@ static int make_dirs(const char *dir)
 	return mkdir(p, 0700) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+static bool str_differs(const char *a, const char *b)
+{
+	return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/*
+ * SIGHUP: validate the whole file, then switch the policy and limits in one
+ * step under the reassembler's lock. A bad file changes nothing. Settings
+ * that belong to open resources (store directory, broker connection) keep
+ * their running values; the log says which need a restart.
+ */
+static void reload(struct cg_daemon *d)
+{
+	char err[1024];
+	struct cg_config *n = NULL;
+	if (cg_config_load(d->cfg->path, &n, err, sizeof err) != 0) {
+		log_error("main", "reload refused, keeping the running configuration: %s", err);
+		return;
+	}
+	const struct cg_config *o = d->cfg;
+	if (str_differs(o->gateway.id, n->gateway.id) || str_differs(o->gateway.data_dir, n->gateway.data_dir))
+		log_warn("main", "reload: gateway.id and gateway.data_dir take effect at the next start");
+	if (str_differs(o->mqtt.uri, n->mqtt.uri) || str_differs(o->mqtt.client_id, n->mqtt.client_id) ||
+	    str_differs(o->mqtt.topic_prefix, n->mqtt.topic_prefix) ||
+	    str_differs(o->mqtt.username, n->mqtt.username) ||
+	    str_differs(o->mqtt.password_file, n->mqtt.password_file) ||
+	    o->mqtt.tls_enabled != n->mqtt.tls_enabled)
+		log_warn("main", "reload: the mqtt section takes effect at the next start");
+	cg_reasm_set_config(d->reasm, n);
+	/* The reassembler no longer reads the previous policy. The startup
+	 * configuration stays: the store and the MQTT client hold its values. */
+	if (d->active != d->cfg)
+		cg_config_free(d->active);
+	d->active = n;
+	log_info("main", "configuration %s reloaded: %zu groups, %zu regions", n->path, n->n_groups,
+		 n->n_regions);
+}
+
 static int run(struct cg_daemon *d)
 {
 	char err[1024];
@@ -156,8 +200,10 @@ static int run(struct cg_daemon *d)
 		.max_store_bytes = d->cfg->limits.max_store_bytes,
 		.max_open_dumps = d->cfg->limits.max_open_dumps,
 		.max_open_dumps_per_device = d->cfg->limits.max_open_dumps_per_device,
+		.cfg = d->cfg,
 	};
-	struct cg_ack_sink sink = { .send = cg_ingest_send_ack, .ctx = d->ingest };
+	struct cg_ack_sink sink = { .send = cg_ingest_send_ack, .consent = cg_ingest_send_consent,
+				    .ctx = d->ingest };
 	rc = cg_reasm_create(&ro, d->store, &sink, NULL, NULL, &d->reasm);
 	if (rc != CG_OK) {
 		log_error("main", "reassembly: %s", cg_strerror(rc));
@@ -188,14 +234,7 @@ static int run(struct cg_daemon *d)
 			continue;
 		}
 		if (sig == SIGHUP) {
-			struct cg_config *ncfg = NULL;
-			if (cg_config_load(d->cfg->path, &ncfg, err, sizeof err) != 0)
-				log_error("main", "reload refused, keeping the running configuration: %s", err);
-			else {
-				log_warn("main", "configuration %s is valid; this version applies it at the next start",
-					 d->cfg->path);
-				cg_config_free(ncfg);
-			}
+			reload(d);
 			continue;
 		}
 		log_info("main", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -273,12 +312,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 3;
 	}
+	d.active = d.cfg;
 	int rc = run(&d);
 	if (d.ingest)
 		cg_ingest_stop(d.ingest, 0);
 	cg_ingest_destroy(d.ingest);
 	cg_reasm_destroy(d.reasm);
 	cg_store_close(d.store);
+	if (d.active != d.cfg)
+		cg_config_free(d.active);
 	cg_config_free(d.cfg);
 	return rc;
 }

@@ -9,7 +9,10 @@
 #include <time.h>
 #include <uthash.h>
 
+#include <openssl/evp.h>
+
 #include "log.h"
+#include "policy.h"
 #include "signature.h"
 
 #define MAX_RANGES_PER_DUMP 4096      /* gaps one dump may have while it is being received */
@@ -19,6 +22,40 @@
 #define MAX_RECENT          100000
 #define MAX_REJECTED        100000
 #define CHUNK_OVERHEAD      (CG_DUMPKEY_MAX + 4) /* key bytes counted against max_store_bytes */
+#define MAX_SEEN            1000000    /* devices the consent signal is kept up for */
+#define SEEN_PERSIST_MS     (3600 * 1000) /* a device's last-seen time is written hourly */
+#define RETENTION_EVERY_MS  (60 * 1000)
+
+/* A group name, interned for the reassembler's lifetime so that open dumps
+ * can point at it across reloads. */
+struct grp {
+	UT_hash_handle hh;
+	uint32_t open;                     /* open dumps: they count against the quota */
+	char name[129];
+};
+
+/* Open dumps admitted at chunk 0 under a signature: they hold a place in
+ * the throttle window until they complete or go away, so that a storm of
+ * identical crashes admits exactly max_identical. */
+struct sigres {
+	UT_hash_handle hh;
+	char sig[17];
+	uint32_t n;
+};
+
+/* A device the gateway has seen (hello or chunk): it gets the consent
+ * signal, and its group is cached per configuration generation. */
+struct seen {
+	UT_hash_handle hh;
+	char id[CG_DEVICE_ID_MAX + 1];
+	uint64_t gen;                      /* generation of grp/enabled */
+	struct grp *grp;                   /* NULL = the built-in default group */
+	bool enabled;
+	bool due;                          /* consent not yet sent for this generation */
+	int64_t published;                 /* monotonic ms of the last consent signal */
+	int64_t first_wall, last_wall;     /* unix ms */
+	int64_t persisted_wall;            /* when last_wall was last written */
+};
 
 /* What memory holds per open dump: no chunk bytes. */
 struct open_dump {
@@ -34,6 +71,8 @@ struct open_dump {
 	uint64_t cost;                     /* bytes counted against max_store_bytes */
 	int64_t last_ordinal;              /* -1 until known */
 	int64_t last_seen;                 /* monotonic ms */
+	struct grp *grp;                   /* policy group at open (quota) */
+	char early_sig[17];                /* admitted at chunk 0 under this signature */
 };
 
 struct device {
@@ -63,6 +102,7 @@ struct rejected {
 struct pending_ack {
 	char device[CG_DEVICE_ID_MAX + 1];
 	uint64_t dump_id;
+	uint32_t status;                   /* complete or throttled */
 };
 
 /* An encoded ack waiting to leave. Acks are queued under the lock and sent
@@ -71,6 +111,7 @@ struct pending_ack {
  * invert the lock order and deadlock. */
 struct out_msg {
 	char device[CG_DEVICE_ID_MAX + 1];
+	bool consent;                      /* a consent signal, not an ack */
 	size_t len;
 	uint8_t buf[];
 };
@@ -82,6 +123,8 @@ struct cg_reasm {
 	struct cg_ack_sink sink;
 	cg_clock_fn clock;                 /* monotonic ms: timeouts and rate limits */
 	void *clock_ctx;
+	cg_clock_fn wall;                  /* unix ms: records, windows, retention */
+	void *wall_ctx;
 
 	pthread_mutex_t lock;              /* guards everything below */
 	pthread_cond_t cond;
@@ -99,6 +142,17 @@ struct cg_reasm {
 	bool woken;
 	struct cg_reasm_stats stats;
 	struct cg_dump_record scratch;     /* record buffer, used under lock */
+
+	const struct cg_config *cfg;       /* policy; NULL = none */
+	uint64_t gen;                      /* configuration generation */
+	struct grp *grps;
+	struct sigres *sigres;
+	struct seen *seen;
+	uint32_t nseen;
+	bool seen_full_logged;
+	int64_t last_retention;            /* monotonic ms; INT64_MIN = not yet */
+	bool retention_running;
+	struct cg_sig_stats sigs;          /* signature statistics buffer, used under lock */
 };
 
 static int64_t mono_clock(void *ctx)
@@ -112,11 +166,17 @@ static int64_t mono_clock(void *ctx)
 /* Recorded timestamps (first seen, received at) are wall-clock time; every
  * interval is measured on the injectable monotonic clock, so that a clock
  * step on a box without an RTC neither expires nor freezes anything. */
-static int64_t wall_ms(void)
+static int64_t real_wall(void *ctx)
 {
+	(void)ctx;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(struct cg_reasm *rs)
+{
+	return rs->wall(rs->wall_ctx);
 }
 
 static int64_t now_ms(struct cg_reasm *rs)
@@ -237,6 +297,9 @@ static size_t missing_ranges(const struct open_dump *od, struct cg_range *out, s
 
 /* ---- acknowledgements ---- */
 
+static bool queue_out(struct cg_reasm *rs, const char *device, const uint8_t *buf, size_t len,
+		      bool consent);
+
 static void send_ack(struct cg_reasm *rs, const char *device, uint64_t dump_id, uint32_t status,
 		     const char *reason, struct cg_range *missing, size_t nmissing)
 {
@@ -253,22 +316,32 @@ static void send_ack(struct cg_reasm *rs, const char *device, uint64_t dump_id, 
 		log_error("reasm", "cannot encode ack for %s/%" PRIu64, device, dump_id);
 		return;
 	}
+	if (queue_out(rs, device, buf, len, false))
+		rs->stats.acks_sent++;
+}
+
+/* Queue a message for the sink; false when memory is short (the device
+ * asks again, or the consent signal goes out at a later tick). */
+static bool queue_out(struct cg_reasm *rs, const char *device, const uint8_t *buf, size_t len,
+		      bool consent)
+{
 	if (rs->nout == rs->out_cap) {
 		size_t ncap = rs->out_cap ? rs->out_cap * 2 : 16;
 		struct out_msg **no = realloc(rs->outbox, ncap * sizeof *no);
 		if (!no)
-			return; /* the device asks again */
+			return false;
 		rs->outbox = no;
 		rs->out_cap = ncap;
 	}
 	struct out_msg *m = malloc(sizeof *m + len);
 	if (!m)
-		return;
+		return false;
 	snprintf(m->device, sizeof m->device, "%s", device);
+	m->consent = consent;
 	m->len = len;
 	memcpy(m->buf, buf, len);
 	rs->outbox[rs->nout++] = m;
-	rs->stats.acks_sent++;
+	return true;
 }
 
 /* Send queued acks; called without the lock held. */
@@ -281,7 +354,9 @@ static void flush_outbox(struct cg_reasm *rs)
 	rs->nout = rs->out_cap = 0;
 	pthread_mutex_unlock(&rs->lock);
 	for (size_t i = 0; i < n; i++) {
-		if (rs->sink.send)
+		if (out[i]->consent && rs->sink.consent)
+			rs->sink.consent(rs->sink.ctx, out[i]->device, out[i]->buf, out[i]->len);
+		else if (!out[i]->consent && rs->sink.send)
 			rs->sink.send(rs->sink.ctx, out[i]->device, out[i]->buf, out[i]->len);
 		free(out[i]);
 	}
@@ -321,7 +396,9 @@ static bool answer_due(struct cg_reasm *rs, const struct cg_dumpkey *k)
 	return true;
 }
 
-static void queue_complete_ack(struct cg_reasm *rs, const char *device, uint64_t dump_id)
+/* A final answer (complete, throttled) that must wait for the sync of what
+ * it reports. */
+static void queue_final_ack(struct cg_reasm *rs, const char *device, uint64_t dump_id, uint32_t status)
 {
 	if (rs->npending == rs->pending_cap) {
 		size_t ncap = rs->pending_cap ? rs->pending_cap * 2 : 64;
@@ -334,6 +411,7 @@ static void queue_complete_ack(struct cg_reasm *rs, const char *device, uint64_t
 	struct pending_ack *p = &rs->pending[rs->npending++];
 	snprintf(p->device, sizeof p->device, "%s", device);
 	p->dump_id = dump_id;
+	p->status = status;
 	pthread_cond_signal(&rs->cond);
 }
 
@@ -361,6 +439,272 @@ static void send_incomplete(struct cg_reasm *rs, struct open_dump *od)
 	if (n == 0)
 		return; /* nothing missing: the dump is completing, `complete` follows */
 	send_ack(rs, od->dev->id, od->dump_id, CG_ACK_INCOMPLETE, NULL, miss, n);
+}
+
+/* ---- policy (SPEC §5, §6) ---- */
+
+static struct grp *grp_intern(struct cg_reasm *rs, const char *name)
+{
+	struct grp *g = NULL;
+	HASH_FIND_STR(rs->grps, name, g);
+	if (!g) {
+		g = calloc(1, sizeof *g);
+		if (!g)
+			return NULL;
+		snprintf(g->name, sizeof g->name, "%s", name);
+		HASH_ADD_STR(rs->grps, name, g);
+	}
+	return g;
+}
+
+/* The configured group of that name, NULL when the configuration has none
+ * (the built-in default group, or a group a reload removed). */
+static const struct cg_group_config *cfg_group(struct cg_reasm *rs, const struct grp *g)
+{
+	for (size_t i = 0; g && rs->cfg && i < rs->cfg->n_groups; i++)
+		if (strcmp(rs->cfg->groups[i].name, g->name) == 0)
+			return &rs->cfg->groups[i];
+	return NULL;
+}
+
+static uint32_t sigres_count(struct cg_reasm *rs, const char *sig)
+{
+	struct sigres *r = NULL;
+	HASH_FIND_STR(rs->sigres, sig, r);
+	return r ? r->n : 0;
+}
+
+static bool sigres_add(struct cg_reasm *rs, const char *sig)
+{
+	struct sigres *r = NULL;
+	HASH_FIND_STR(rs->sigres, sig, r);
+	if (!r) {
+		r = calloc(1, sizeof *r);
+		if (!r)
+			return false;
+		snprintf(r->sig, sizeof r->sig, "%s", sig);
+		HASH_ADD_STR(rs->sigres, sig, r);
+	}
+	r->n++;
+	return true;
+}
+
+static void sigres_release(struct cg_reasm *rs, char *sig)
+{
+	struct sigres *r = NULL;
+	if (!sig[0])
+		return;
+	HASH_FIND_STR(rs->sigres, sig, r);
+	if (r && --r->n == 0) {
+		HASH_DEL(rs->sigres, r);
+		free(r);
+	}
+	sig[0] = '\0';
+}
+
+/* Where the device stands under the current configuration. */
+static void seen_resolve(struct cg_reasm *rs, struct seen *e)
+{
+	const struct cg_group_config *g = cg_config_group_for(rs->cfg, e->id);
+	e->grp = g ? grp_intern(rs, g->name) : NULL;
+	e->enabled = g && e->grp && g->crash_dumps == CG_CONSENT_ENABLED;
+	e->gen = rs->gen;
+	e->due = true;
+}
+
+static void seen_persist(struct cg_reasm *rs, struct seen *e)
+{
+	uint8_t key[CG_POLICY_KEY_MAX], val[16];
+	size_t klen = cg_policy_key_device(key, e->id);
+	for (int i = 0; i < 8; i++) {
+		val[i] = (uint8_t)((uint64_t)e->first_wall >> (56 - 8 * i));
+		val[8 + i] = (uint8_t)((uint64_t)e->last_wall >> (56 - 8 * i));
+	}
+	struct cg_kv kv = { key, klen, val, 16 };
+	if (cg_store_policy_write(rs->st, &kv, 1) == CG_OK) {
+		e->persisted_wall = e->last_wall;
+		rs->dirty = true;
+	}
+}
+
+static struct seen *seen_add(struct cg_reasm *rs, const char *device, int64_t first, int64_t last)
+{
+	if (rs->nseen >= MAX_SEEN) {
+		if (!rs->seen_full_logged)
+			log_warn("policy", "more than %u devices: new devices get no consent signal until "
+				 "history retention forgets old ones", MAX_SEEN);
+		rs->seen_full_logged = true;
+		return NULL;
+	}
+	struct seen *e = calloc(1, sizeof *e);
+	if (!e)
+		return NULL;
+	snprintf(e->id, sizeof e->id, "%s", device);
+	e->first_wall = first;
+	e->last_wall = last;
+	e->persisted_wall = last;
+	e->published = INT64_MIN;
+	e->gen = 0;   /* resolved on first use */
+	HASH_ADD_STR(rs->seen, id, e);
+	rs->nseen++;
+	rs->stats.devices_seen = rs->nseen;
+	return e;
+}
+
+/* Publish the consent signal of one device (SPEC §5). */
+static void consent_publish(struct cg_reasm *rs, struct seen *e)
+{
+	char gname[129] = "";
+	struct cg_consent c = {
+		.present = CG_HAS_VALID_FOR,
+		.enabled = e->enabled,
+		.issued_at = (uint64_t)(wall_ms(rs) / 1000),
+		.valid_for = rs->cfg->consent.valid_for_ms / 1000,
+	};
+	if (e->grp) {
+		snprintf(gname, sizeof gname, "%s", e->grp->name);
+		c.present |= CG_HAS_GROUP;
+		c.group = gname;
+		c.group_len = strlen(gname);
+	}
+	uint8_t buf[64 + CG_PROTO_MAX_GROUP];
+	size_t len = 0;
+	if (cg_consent_encode(&c, buf, sizeof buf, &len) != CG_OK)
+		return;
+	if (queue_out(rs, e->id, buf, len, true)) {
+		e->published = now_ms(rs);
+		e->due = false;
+		rs->stats.consent_published++;
+	}
+}
+
+/*
+ * Note that a device was seen (hello or chunk) and return its consent and
+ * group. A device seen for the first time gets its consent signal now.
+ */
+static bool device_policy(struct cg_reasm *rs, const char *device, struct grp **grp)
+{
+	struct seen *e = NULL;
+	int64_t wall = wall_ms(rs);
+	HASH_FIND_STR(rs->seen, device, e);
+	if (!e) {
+		e = seen_add(rs, device, wall, wall);
+		if (e)
+			seen_persist(rs, e);
+	}
+	if (!e) {   /* not tracked: decide from the configuration directly */
+		const struct cg_group_config *g = cg_config_group_for(rs->cfg, device);
+		*grp = g ? grp_intern(rs, g->name) : NULL;
+		return g && *grp && g->crash_dumps == CG_CONSENT_ENABLED;
+	}
+	if (e->gen != rs->gen)
+		seen_resolve(rs, e);
+	if (wall > e->last_wall)
+		e->last_wall = wall;
+	if (e->last_wall - e->persisted_wall >= SEEN_PERSIST_MS)
+		seen_persist(rs, e);
+	if (e->published == INT64_MIN)
+		consent_publish(rs, e);
+	*grp = e->grp;
+	return e->enabled;
+}
+
+/* Consent signals due: new generation, or older than valid_for / 2. */
+static void consent_tick(struct cg_reasm *rs)
+{
+	int64_t now = now_ms(rs), half = (int64_t)(rs->cfg->consent.valid_for_ms / 2);
+	struct seen *e, *tmp;
+	HASH_ITER(hh, rs->seen, e, tmp) {
+		if (e->gen != rs->gen)
+			seen_resolve(rs, e);
+		if (e->due || e->published == INT64_MIN || now - e->published >= half)
+			consent_publish(rs, e);
+	}
+}
+
+/* The region a group's dumps belong to under the current configuration. */
+static void record_policy(struct cg_reasm *rs, struct cg_dump_record *rec, const struct grp *g)
+{
+	const struct cg_group_config *gc = cfg_group(rs, g);
+	const char *region = gc ? cg_config_group_region(rs->cfg, gc) : NULL;
+	snprintf(rec->group, sizeof rec->group, "%s", g ? g->name : "");
+	snprintf(rec->region, sizeof rec->region, "%s", region ? region : "");
+}
+
+static bool early_candidate(const struct cg_chunk *c)
+{
+	if (c->present & CG_HAS_FORMAT)
+		return c->format == CG_FORMAT_ZEPHYR ||
+		       (c->format == CG_FORMAT_DETECT && cg_detect_format(c->content, c->content_len) == CG_FORMAT_ZEPHYR);
+	return cg_detect_format(c->content, c->content_len) == CG_FORMAT_ZEPHYR;
+}
+
+/* A device-declared build id stands in for one the dump does not carry
+ * (Zephyr dumps carry none), both at chunk 0 and at completion, so the
+ * early and the full signature agree. */
+static void crash_build_id(struct cg_crash *cr, const uint8_t *bid, size_t len)
+{
+	if (cr->build_id_len == 0 && len && len <= sizeof cr->build_id) {
+		memcpy(cr->build_id, bid, len);
+		cr->build_id_len = len;
+	}
+}
+
+/* Is the throttle window of sig full? Leaves its statistics in rs->sigs. */
+static int throttle_full(struct cg_reasm *rs, const char *sig, bool *full)
+{
+	int rc = cg_sig_stats_load(rs->st, sig, &rs->sigs);
+	if (rc != CG_OK)
+		return rc;
+	uint32_t n = cg_throttle_window(&rs->sigs, wall_ms(rs), rs->cfg->throttle.window_ms);
+	*full = n + sigres_count(rs, sig) >= rs->cfg->throttle.max_identical;
+	return CG_OK;
+}
+
+/* Policy writes that go with a dump's record: its signature's statistics
+ * (already updated in rs->sigs), the device under the signature, and for a
+ * stored dump the group's quota count and its content hash. */
+struct policy_puts {
+	struct cg_kv kv[4];
+	size_t n;
+	uint8_t sigkey[CG_POLICY_KEY_MAX], devkey[CG_POLICY_KEY_MAX], qkey[CG_QUOTA_KEY_MAX];
+	uint8_t ckey[CG_POLICY_KEY_MAX];
+	uint8_t sigval[CG_SIG_STATS_MAX], devval[8], qval[8], cval[16];
+};
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static void puts_sig(struct cg_reasm *rs, struct policy_puts *pp, const char *sig, const char *device)
+{
+	size_t kl = cg_policy_key_sig(pp->sigkey, sig);
+	size_t vl = cg_sig_stats_encode(&rs->sigs, pp->sigval);
+	pp->kv[pp->n++] = (struct cg_kv){ pp->sigkey, kl, pp->sigval, vl };
+	kl = cg_policy_key_sigdev(pp->devkey, sig, device);
+	put_be64(pp->devval, (uint64_t)wall_ms(rs));
+	pp->kv[pp->n++] = (struct cg_kv){ pp->devkey, kl, pp->devval, 8 };
+}
+
+/* A dump whose crash is already collected often enough: keep its record
+ * and count, drop its bytes, and answer `throttled` once that is durable. */
+static int throttle_commit(struct cg_reasm *rs, const struct cg_dumpkey *k, struct cg_dump_record *rec,
+			   const struct cg_crash *cr, bool drop_chunks)
+{
+	struct policy_puts pp = { .n = 0 };
+	cg_sig_stats_note(&rs->sigs, wall_ms(rs), false, rs->cfg->throttle.max_identical, cr);
+	puts_sig(rs, &pp, rec->signature, rec->device);
+	rec->status = CG_DUMP_THROTTLED;
+	rec->received_at_ms = wall_ms(rs);
+	int rc = cg_store_commit_dump_ex(rs->st, k, rec, drop_chunks, pp.kv, pp.n);
+	if (rc != CG_OK)
+		return rc;
+	rs->dirty = true;
+	rs->stats.dumps_throttled++;
+	queue_final_ack(rs, rec->device, rec->dump_id, CG_ACK_THROTTLED);
+	return CG_OK;
 }
 
 /* ---- open dump bookkeeping ---- */
@@ -420,6 +764,9 @@ static void od_free(struct cg_reasm *rs, struct open_dump *od)
 	HASH_DEL(rs->open, od);
 	rs->nopen--;
 	rs->ranges_total -= od->nranges;
+	if (od->grp && od->grp->open)
+		od->grp->open--;
+	sigres_release(rs, od->early_sig);
 	free(od->ranges);
 	free(od);
 }
@@ -463,14 +810,42 @@ static void reject_new(struct cg_reasm *rs, const struct cg_dumpkey *k, const ch
 
 /* A minimal open record, for a dump whose record is missing (written by an
  * older version, or lost): what memory knows. */
-static void record_fresh(struct cg_dump_record *rec, const char *device, uint64_t dump_id)
+static void record_fresh(struct cg_reasm *rs, struct cg_dump_record *rec, const char *device,
+			 uint64_t dump_id)
 {
 	memset(rec, 0, sizeof *rec);
 	snprintf(rec->device, sizeof rec->device, "%s", device);
 	rec->dump_id = dump_id;
 	rec->status = CG_DUMP_OPEN;
-	rec->first_seen_ms = wall_ms();
+	rec->first_seen_ms = wall_ms(rs);
 	rec->last_ordinal = -1;
+}
+
+/* The dump's content is already stored as record seq: point its key there,
+ * drop its chunks, and answer `complete` once that is durable. */
+static int od_alias(struct cg_reasm *rs, struct open_dump *od, uint64_t seq)
+{
+	struct cg_dump_record *orig = malloc(sizeof *orig);
+	int rc = orig ? cg_store_get_record(rs->st, seq, orig) : CG_ERR_NOMEM;
+	if (rc == CG_OK && (orig->body_deleted || orig->status == CG_DUMP_THROTTLED))
+		rc = CG_ERR_NOT_FOUND;  /* nothing left to stand for this dump */
+	free(orig);
+	if (rc != CG_OK)
+		return rc;
+	struct cg_index_entry ie = { .status = CG_DUMP_STORED, .seq = seq, .at_ms = wall_ms(rs) };
+	rc = cg_store_drop_open(rs->st, &od->key);
+	if (rc == CG_OK)
+		rc = cg_store_index_put(rs->st, &od->key, &ie);
+	if (rc != CG_OK)
+		return rc;
+	rs->dirty = true;
+	rs->stats.store_bytes -= od->cost;
+	rs->stats.dumps_deduplicated++;
+	log_info("reasm", "dump %s/%" PRIu64 ": same content as stored dump seq %" PRIu64 ", stored once",
+		 od->dev->id, od->dump_id, seq);
+	queue_final_ack(rs, od->dev->id, od->dump_id, CG_ACK_COMPLETE);
+	od_free(rs, od);
+	return CG_OK;
 }
 
 /*
@@ -487,7 +862,7 @@ static void od_complete(struct cg_reasm *rs, struct open_dump *od)
 	if (rc == CG_ERR_NOT_FOUND || rc == CG_ERR_MALFORMED) {
 		log_warn("reasm", "dump %s/%" PRIu64 ": open record %s; completing without it", od->dev->id,
 			 od->dump_id, rc == CG_ERR_NOT_FOUND ? "missing" : "unreadable");
-		record_fresh(rec, od->dev->id, od->dump_id);
+		record_fresh(rs, rec, od->dev->id, od->dump_id);
 	} else if (rc != CG_OK) {
 		busy(rs, od->dev->id, od->dump_id, "store unavailable");
 		return;
@@ -520,25 +895,108 @@ static void od_complete(struct cg_reasm *rs, struct open_dump *od)
 	 * read and the decode error (SPEC §7). */
 	cg_decode(body, od->bytes, rec->has_format ? rec->format : CG_FORMAT_DETECT, &rec->crash);
 	rec->has_crash = true;
+	crash_build_id(&rec->crash, rec->build_id, rec->build_id_len);
 	cg_crash_signature(&rec->crash, body, od->bytes, rec->signature);
+	uint8_t hash[EVP_MAX_MD_SIZE];
+	unsigned int hlen = 0;
+	if (rs->cfg)
+		EVP_Digest(body, od->bytes, hash, &hlen, EVP_sha256(), NULL);
 	free(body);
 	rec->status = CG_DUMP_STORED;
-	rec->received_at_ms = wall_ms();
+	rec->received_at_ms = wall_ms(rs);
 	rec->size = od->bytes;
 	rec->chunks = od->nchunks;
 	rec->last_ordinal = od->last_ordinal;
-	rc = cg_store_commit_dump(rs->st, &od->key, rec);
+
+	struct policy_puts pp = { .n = 0 };
+	bool throttled = false;
+	if (rs->cfg) {
+		record_policy(rs, rec, od->grp);
+		/* Sent again under a new dump id (devices that draw one per
+		 * attempt): the same content from the same device within the
+		 * throttle window is the same dump (SPEC §3). */
+		size_t cklen = cg_policy_key_content(pp.ckey, od->dev->id, hash);
+		uint8_t *cv = NULL;
+		size_t cvlen = 0;
+		rc = cg_store_policy_get(rs->st, pp.ckey, cklen, &cv, &cvlen);
+		if (rc == CG_OK && cvlen == 16) {
+			uint64_t seq = 0;
+			int64_t at = 0;
+			for (int i = 0; i < 8; i++) {
+				seq = (seq << 8) | cv[i];
+				at = (int64_t)(((uint64_t)at << 8) | cv[8 + i]);
+			}
+			cg_store_free(cv);
+			if (wall_ms(rs) - at < (int64_t)rs->cfg->throttle.window_ms &&
+			    od_alias(rs, od, seq) == CG_OK)
+				return;
+		} else if (rc == CG_OK) {
+			cg_store_free(cv);
+		} else if (rc != CG_ERR_NOT_FOUND) {
+			busy(rs, od->dev->id, od->dump_id, "store unavailable");
+			return;
+		}
+		/* Duplicate throttling (SPEC §6.4). A dump admitted at chunk 0
+		 * holds its place; any other is counted against the window now. */
+		bool admitted = od->early_sig[0] && strcmp(od->early_sig, rec->signature) == 0;
+		sigres_release(rs, od->early_sig);
+		rc = throttle_full(rs, rec->signature, &throttled);
+		if (rc != CG_OK) {
+			if (admitted && sigres_add(rs, rec->signature))
+				snprintf(od->early_sig, sizeof od->early_sig, "%s", rec->signature);
+			busy(rs, od->dev->id, od->dump_id, "store unavailable");
+			return;
+		}
+		if (admitted)
+			throttled = false;
+		if (throttled) {
+			if (throttle_commit(rs, &od->key, rec, &rec->crash, true) != CG_OK) {
+				busy(rs, od->dev->id, od->dump_id, "store write failed");
+				return;
+			}
+			log_info("reasm", "dump %s/%" PRIu64 " throttled: signature %s already collected %u "
+				 "times in the window", od->dev->id, od->dump_id, rec->signature,
+				 rs->cfg->throttle.max_identical);
+			rs->stats.store_bytes -= od->cost;
+			od_free(rs, od);
+			return;
+		}
+		cg_sig_stats_note(&rs->sigs, rec->received_at_ms, true, rs->cfg->throttle.max_identical,
+				  &rec->crash);
+		puts_sig(rs, &pp, rec->signature, od->dev->id);
+		const struct cg_group_config *gc = cfg_group(rs, od->grp);
+		if (gc && gc->collection.max_dumps) {
+			uint64_t n = 0;
+			size_t qlen = cg_policy_key_quota(pp.qkey, gc);
+			if (cg_policy_counter_get(rs->st, pp.qkey, qlen, &n) != CG_OK) {
+				busy(rs, od->dev->id, od->dump_id, "store unavailable");
+				return;
+			}
+			put_be64(pp.qval, n + 1);
+			pp.kv[pp.n++] = (struct cg_kv){ pp.qkey, qlen, pp.qval, 8 };
+		}
+	}
+	rc = cg_store_commit_dump_ex(rs->st, &od->key, rec, false, pp.kv, pp.n);
 	if (rc != CG_OK) {
 		log_error("reasm", "cannot commit dump %s/%" PRIu64 ": %s", od->dev->id, od->dump_id,
 			  cg_strerror(rc));
 		busy(rs, od->dev->id, od->dump_id, "store write failed");
 		return;
 	}
+	if (rs->cfg) {
+		/* The content entry names the record's seq, known only now; losing
+		 * it in a crash costs one duplicate, never a dump. */
+		size_t cklen = cg_policy_key_content(pp.ckey, od->dev->id, hash);
+		put_be64(pp.cval, rec->seq);
+		put_be64(pp.cval + 8, (uint64_t)rec->received_at_ms);
+		struct cg_kv ckv = { pp.ckey, cklen, pp.cval, 16 };
+		cg_store_policy_write(rs->st, &ckv, 1);
+	}
 	rs->dirty = true;
 	rs->stats.dumps_completed++;
 	log_info("reasm", "dump %s/%" PRIu64 " complete: %" PRIu64 " bytes in %u chunks, seq %" PRIu64,
 		 od->dev->id, od->dump_id, od->bytes, od->nchunks, rec->seq);
-	queue_complete_ack(rs, od->dev->id, od->dump_id);
+	queue_final_ack(rs, od->dev->id, od->dump_id, CG_ACK_COMPLETE);
 	od_free(rs, od);
 }
 
@@ -604,12 +1062,17 @@ static bool answer_closed(struct cg_reasm *rs, const struct cg_dumpkey *k, const
 	}
 	struct cg_index_entry ie;
 	int rc = cg_store_index_get(rs->st, k, &ie);
+	if (rc == CG_OK && ie.status == CG_DUMP_THROTTLED) {
+		if (answer_due(rs, k))
+			queue_final_ack(rs, device, dump_id, CG_ACK_THROTTLED);
+		return true;
+	}
 	if (rc == CG_OK && ie.status != CG_DUMP_REJECTED) {
 		/* Sent again after it was stored: stored once, answered `complete`
 		 * once the store is synced (the commit may still be in flight). */
 		rs->stats.dumps_duplicate++;
 		if (answer_due(rs, k))
-			queue_complete_ack(rs, device, dump_id);
+			queue_final_ack(rs, device, dump_id, CG_ACK_COMPLETE);
 		return true;
 	}
 	if (rc != CG_OK && rc != CG_ERR_NOT_FOUND) {
@@ -661,7 +1124,7 @@ static void handle_repeat(struct cg_reasm *rs, struct open_dump *od, const struc
 		struct cg_dump_record *rec = &rs->scratch;
 		rc = cg_store_get_open(rs->st, &od->key, rec);
 		if (rc == CG_ERR_NOT_FOUND || rc == CG_ERR_MALFORMED)
-			record_fresh(rec, od->dev->id, od->dump_id);
+			record_fresh(rs, rec, od->dev->id, od->dump_id);
 		else if (rc != CG_OK) {
 			busy(rs, od->dev->id, od->dump_id, "store unavailable");
 			return;
@@ -703,6 +1166,24 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 	cg_dumpkey_make(&k, device, strlen(device), c.dump_id);
 	struct open_dump *od = NULL;
 	HASH_FIND(hh, rs->open, k.b, k.len, od);
+
+	/* Consent first (SPEC §6.2): nothing from a group without it is
+	 * stored, not even this chunk; a dump opened before a reload took the
+	 * consent away is dropped. */
+	struct grp *grp = NULL;
+	if (rs->cfg && !device_policy(rs, device, &grp)) {
+		if (od) {
+			od_drop(rs, od);
+			od_free(rs, od);
+		}
+		rs->stats.consent_refused++;
+		if (answer_due(rs, &k))
+			send_ack(rs, device, c.dump_id, CG_ACK_CONSENT_REQUIRED,
+				 grp ? "the device's group has not consented to crash collection" :
+				       "no group with consent matches this device", NULL, 0);
+		return CG_OK;
+	}
+
 	/* What the gateway already decided about this dump comes first: a bad
 	 * chunk must never overwrite the record of a stored dump. */
 	if (!od && answer_closed(rs, &k, device, c.dump_id))
@@ -751,6 +1232,62 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 		}
 	}
 
+	/* Collection window and quota (SPEC §6.3), decided when a dump opens:
+	 * the dumps of the group being received count against the quota. */
+	const struct cg_group_config *gc = rs->cfg ? cfg_group(rs, grp) : NULL;
+	if (!od && gc) {
+		uint8_t qkey[CG_QUOTA_KEY_MAX];
+		uint64_t stored = 0;
+		size_t qlen = cg_policy_key_quota(qkey, gc);
+		if (gc->collection.max_dumps && cg_policy_counter_get(rs->st, qkey, qlen, &stored) != CG_OK) {
+			busy(rs, device, c.dump_id, "store unavailable");
+			return CG_ERR_STORE;
+		}
+		if (cg_collection_refusal(gc, wall_ms(rs), stored + (grp ? grp->open : 0), why, sizeof why)) {
+			reject_new(rs, &k, device, c.dump_id, why);
+			return CG_OK;
+		}
+	}
+
+	/* Duplicate throttling at chunk 0 (SPEC §6.4): a Zephyr dump's header
+	 * and registers lead it, so its signature is known now and a crash that
+	 * is already collected often enough never crosses the network again. */
+	char early_sig[17] = "";
+	struct cg_crash early;
+	if (rs->cfg && c.ordinal == 0 && (!od || !od->early_sig[0]) && early_candidate(&c) &&
+	    cg_zephyr_early(c.content, c.content_len, &early) == CG_OK) {
+		bool full = false;
+		crash_build_id(&early, c.build_id, (c.present & CG_HAS_BUILD_ID) ? c.build_id_len : 0);
+		cg_crash_signature(&early, NULL, 0, early_sig);
+		if (throttle_full(rs, early_sig, &full) != CG_OK) {
+			busy(rs, device, c.dump_id, "store unavailable");
+			return CG_ERR_STORE;
+		}
+		if (full) {
+			struct cg_dump_record *trec = &rs->scratch;
+			rc = od ? cg_store_get_open(rs->st, &k, trec) : CG_ERR_NOT_FOUND;
+			if (rc != CG_OK)
+				record_fresh(rs, trec, device, c.dump_id);
+			record_chunk0(trec, &c);
+			trec->has_crash = true;
+			trec->crash = early;
+			snprintf(trec->signature, sizeof trec->signature, "%s", early_sig);
+			if (trec->has_total_size)
+				trec->size = trec->total_size;
+			record_policy(rs, trec, grp);
+			if (throttle_commit(rs, &k, trec, &early, od != NULL) != CG_OK) {
+				busy(rs, device, c.dump_id, "store write failed");
+				return CG_ERR_STORE;
+			}
+			rs->stats.dumps_throttled_early++;
+			if (od) {
+				rs->stats.store_bytes -= od->cost;
+				od_free(rs, od);
+			}
+			return CG_OK;
+		}
+	}
+
 	/* Budgets: nothing is written that the store or memory cannot hold. */
 	uint64_t cost = c.content_len + CHUNK_OVERHEAD;
 	const char *refuse = NULL;
@@ -772,6 +1309,9 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 			busy(rs, device, c.dump_id, "out of memory");
 			return CG_OK;
 		}
+		od->grp = grp;
+		if (grp)
+			grp->open++;
 	}
 	bool new_range = ranges_needs_new(od, c.ordinal);
 	if (new_range && !ranges_reserve(od)) {
@@ -788,7 +1328,7 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 		rec = &rs->scratch;
 		rc = is_new ? CG_ERR_NOT_FOUND : cg_store_get_open(rs->st, &k, rec);
 		if (rc == CG_ERR_NOT_FOUND || rc == CG_ERR_MALFORMED) {
-			record_fresh(rec, device, c.dump_id);
+			record_fresh(rs, rec, device, c.dump_id);
 		} else if (rc != CG_OK) {
 			busy(rs, device, c.dump_id, "store unavailable");
 			return CG_ERR_STORE;
@@ -801,6 +1341,9 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 			rec->has_crc32 = true;
 			rec->crc32 = c.crc32;
 		}
+		/* The admission survives a restart with the open record. */
+		if (early_sig[0])
+			snprintf(rec->signature, sizeof rec->signature, "%s", early_sig);
 		if (rec->has_total_size && od->bytes + c.content_len > rec->total_size) {
 			snprintf(why, sizeof why, "size mismatch: more than total_size %" PRIu64 " bytes",
 				 rec->total_size);
@@ -818,6 +1361,8 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 		return CG_ERR_STORE;
 	}
 	rs->dirty = true;
+	if (early_sig[0] && sigres_add(rs, early_sig))
+		snprintf(od->early_sig, sizeof od->early_sig, "%s", early_sig);
 	rs->stats.chunks_stored++;
 	rs->stats.store_bytes += cost;
 	rs->ranges_total += (uint64_t)(int64_t)ranges_add(od, c.ordinal);
@@ -849,6 +1394,9 @@ int cg_reasm_hello(struct cg_reasm *rs, const char *device, const uint8_t *paylo
 		rs->stats.messages_malformed++;
 		log_warn("reasm", "malformed hello from %s: %s", device, cg_strerror(rc));
 	} else {
+		struct grp *grp;
+		if (rs->cfg)
+			device_policy(rs, device, &grp);   /* a new device gets its consent signal */
 		struct device *d = device_get(rs, device, false);
 		struct open_dump *od = d ? d->open : NULL;
 		while (od) {
@@ -887,10 +1435,10 @@ int cg_reasm_commit(struct cg_reasm *rs)
 		log_error("reasm", "store sync failed: %s; %zu acks wait for the next sync", cg_strerror(rc), nacks);
 		rs->dirty = true;
 		for (size_t i = 0; i < nacks; i++)
-			queue_complete_ack(rs, acks[i].device, acks[i].dump_id);
+			queue_final_ack(rs, acks[i].device, acks[i].dump_id, acks[i].status);
 	} else {
 		for (size_t i = 0; i < nacks; i++)
-			send_ack(rs, acks[i].device, acks[i].dump_id, CG_ACK_COMPLETE, NULL, NULL, 0);
+			send_ack(rs, acks[i].device, acks[i].dump_id, acks[i].status, NULL, NULL, 0);
 	}
 	pthread_mutex_unlock(&rs->lock);
 	free(acks);
@@ -961,8 +1509,98 @@ void cg_reasm_tick(struct cg_reasm *rs)
 			free(rj);
 		}
 	}
+	if (rs->cfg)
+		consent_tick(rs);
+	bool retention = rs->cfg && (rs->last_retention == INT64_MIN ||
+				     now - rs->last_retention >= RETENTION_EVERY_MS);
 	pthread_mutex_unlock(&rs->lock);
 	flush_outbox(rs);
+	if (retention)
+		cg_reasm_retention(rs);
+}
+
+void cg_reasm_set_config(struct cg_reasm *rs, const struct cg_config *cfg)
+{
+	pthread_mutex_lock(&rs->lock);
+	rs->cfg = cfg;
+	rs->gen++;
+	rs->stats.config_generation = rs->gen;
+	if (cfg) {
+		rs->opts.max_dump_bytes = cfg->limits.max_dump_bytes;
+		rs->opts.max_chunk_bytes = cfg->limits.max_chunk_bytes;
+		rs->opts.reassembly_timeout_ms = cfg->limits.reassembly_timeout_ms;
+		rs->opts.max_store_bytes = cfg->limits.max_store_bytes;
+		rs->opts.max_open_dumps = cfg->limits.max_open_dumps;
+		rs->opts.max_open_dumps_per_device = cfg->limits.max_open_dumps_per_device;
+	}
+	pthread_mutex_unlock(&rs->lock);
+}
+
+void cg_reasm_set_wall_clock(struct cg_reasm *rs, cg_clock_fn wall, void *ctx)
+{
+	pthread_mutex_lock(&rs->lock);
+	rs->wall = wall ? wall : real_wall;
+	rs->wall_ctx = wall ? ctx : NULL;
+	pthread_mutex_unlock(&rs->lock);
+}
+
+/*
+ * Retention (SPEC §6.6). The record pass runs without the lock (it only
+ * deletes what is old; the reassembler never rewrites a committed record),
+ * so ingest does not wait for it; the policy pass, whose signature counts
+ * the reassembler updates, runs under it.
+ */
+void cg_reasm_retention(struct cg_reasm *rs)
+{
+	pthread_mutex_lock(&rs->lock);
+	const struct cg_config *cfg = rs->cfg;
+	if (!cfg || rs->retention_running) {
+		pthread_mutex_unlock(&rs->lock);
+		return;
+	}
+	rs->retention_running = true;
+	rs->last_retention = now_ms(rs);
+	int64_t wall = wall_ms(rs);
+	uint64_t dumps_ms = cfg->retention.dumps_ms, history_ms = cfg->retention.history_ms;
+	uint64_t window_ms = cfg->throttle.window_ms;
+	pthread_mutex_unlock(&rs->lock);
+
+	struct cg_retention_result res = { 0 };
+	int rc = cg_retention_sweep_records(rs->st, wall, dumps_ms, history_ms, CHUNK_OVERHEAD, &res);
+
+	pthread_mutex_lock(&rs->lock);
+	if (rc == CG_OK)
+		rc = cg_retention_sweep_policy(rs->st, wall, history_ms, window_ms, &res);
+	/* Devices not heard from for the history period: no more consent signals. */
+	struct seen *e, *tmp;
+	HASH_ITER(hh, rs->seen, e, tmp) {
+		if (wall - e->last_wall < (int64_t)history_ms)
+			continue;
+		uint8_t key[CG_POLICY_KEY_MAX];
+		struct cg_kv kv = { key, cg_policy_key_device(key, e->id), NULL, 0 };
+		if (cg_store_policy_write(rs->st, &kv, 1) != CG_OK)
+			break;
+		HASH_DEL(rs->seen, e);
+		free(e);
+		rs->nseen--;
+		res.devices_forgotten++;
+	}
+	rs->stats.devices_seen = rs->nseen;
+	rs->stats.store_bytes -= res.bytes_freed > rs->stats.store_bytes ? rs->stats.store_bytes :
+									   res.bytes_freed;
+	rs->stats.retention_bodies += res.bodies_deleted;
+	rs->stats.retention_records += res.records_deleted;
+	if (res.bodies_deleted || res.records_deleted || res.signatures_deleted || res.devices_forgotten)
+		rs->dirty = true;
+	rs->retention_running = false;
+	pthread_mutex_unlock(&rs->lock);
+	if (rc != CG_OK)
+		log_error("retention", "pass stopped: %s; it runs again in a minute", cg_strerror(rc));
+	if (res.bodies_deleted || res.records_deleted || res.signatures_deleted || res.devices_forgotten)
+		log_info("retention", "deleted the bytes of %" PRIu64 " dumps (%" PRIu64 " bytes), %" PRIu64
+			 " history records, %" PRIu64 " signatures; forgot %" PRIu64 " devices",
+			 res.bodies_deleted, res.bytes_freed, res.records_deleted, res.signatures_deleted,
+			 res.devices_forgotten);
 }
 
 void cg_reasm_get_stats(struct cg_reasm *rs, struct cg_reasm_stats *out)
@@ -1006,6 +1644,15 @@ static int recover_open(void *ctx, const struct cg_dumpkey *k, const struct cg_d
 	if (!od)
 		return 0;
 	od->last_ordinal = rec->last_ordinal;
+	if (rs->cfg) {
+		const struct cg_group_config *g = cg_config_group_for(rs->cfg, rec->device);
+		od->grp = g ? grp_intern(rs, g->name) : NULL;
+		if (od->grp)
+			od->grp->open++;
+		/* Admitted at chunk 0 before the restart: it keeps its place. */
+		if (rec->signature[0] && sigres_add(rs, rec->signature))
+			snprintf(od->early_sig, sizeof od->early_sig, "%s", rec->signature);
+	}
 	struct recover_ctx r = { rs, od };
 	if (cg_store_each_chunk(rs->st, k, recover_chunk, &r) != CG_OK)
 		log_error("reasm", "dump %s/%" PRIu64 ": cannot read its chunks back", rec->device, rec->dump_id);
@@ -1015,9 +1662,27 @@ static int recover_open(void *ctx, const struct cg_dumpkey *k, const struct cg_d
 static int recover_record(void *ctx, const struct cg_dump_record *rec)
 {
 	struct cg_reasm *rs = ctx;
-	if (rec->status == CG_DUMP_STORED || rec->status == CG_DUMP_DEAD_LETTER)
+	if ((rec->status == CG_DUMP_STORED || rec->status == CG_DUMP_DEAD_LETTER) && !rec->body_deleted)
 		rs->stats.store_bytes += rec->size + (uint64_t)rec->chunks * CHUNK_OVERHEAD;
 	return 0;
+}
+
+static int recover_seen(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+	struct cg_reasm *rs = ctx;
+	char dev[CG_DEVICE_ID_MAX + 1];
+	if (klen < 2 || klen - 1 > CG_DEVICE_ID_MAX || vlen != 16)
+		return 0;
+	memcpy(dev, key + 1, klen - 1);
+	dev[klen - 1] = '\0';
+	if (!cg_device_id_valid(dev, klen - 1))
+		return 0;
+	uint64_t first = 0, last = 0;
+	for (int i = 0; i < 8; i++) {
+		first = (first << 8) | val[i];
+		last = (last << 8) | val[8 + i];
+	}
+	return seen_add(rs, dev, (int64_t)first, (int64_t)last) ? 0 : 1;
 }
 
 int cg_reasm_create(const struct cg_reasm_opts *opts, struct cg_store *st,
@@ -1035,10 +1700,17 @@ int cg_reasm_create(const struct cg_reasm_opts *opts, struct cg_store *st,
 		rs->sink = *sink;
 	rs->clock = clock ? clock : mono_clock;
 	rs->clock_ctx = clock_ctx;
+	rs->wall = real_wall;
+	rs->cfg = opts->cfg;
+	rs->gen = 1;
+	rs->stats.config_generation = 1;
+	rs->last_retention = INT64_MIN;
 	pthread_mutex_init(&rs->lock, NULL);
 	pthread_cond_init(&rs->cond, NULL);
 
 	pthread_mutex_lock(&rs->lock);
+	if (rs->cfg)   /* every device seen before gets its consent signal again */
+		cg_store_scan_policy(st, "v", 1, recover_seen, rs);
 	cg_store_scan_open(st, recover_open, rs);
 	cg_store_scan_records(st, recover_record, rs);
 	/* A crash between writing a dump's final chunk and its commit leaves it
@@ -1080,6 +1752,21 @@ void cg_reasm_destroy(struct cg_reasm *rs)
 	HASH_ITER(hh, rs->rejected, rj, rjtmp) {
 		HASH_DEL(rs->rejected, rj);
 		free(rj);
+	}
+	struct seen *e, *etmp;
+	HASH_ITER(hh, rs->seen, e, etmp) {
+		HASH_DEL(rs->seen, e);
+		free(e);
+	}
+	struct sigres *sr, *srtmp;
+	HASH_ITER(hh, rs->sigres, sr, srtmp) {
+		HASH_DEL(rs->sigres, sr);
+		free(sr);
+	}
+	struct grp *g, *gtmp;
+	HASH_ITER(hh, rs->grps, g, gtmp) {
+		HASH_DEL(rs->grps, g);
+		free(g);
 	}
 	for (size_t i = 0; i < rs->nout; i++)
 		free(rs->outbox[i]);

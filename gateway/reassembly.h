@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "store.h"
 
 struct cg_reasm;
@@ -35,6 +36,12 @@ struct cg_reasm_opts {
 	uint64_t max_store_bytes;
 	uint32_t max_open_dumps;
 	uint32_t max_open_dumps_per_device;
+	/* Policy (SPEC §5, §6): groups, consent, collection windows, throttling,
+	 * regions and retention come from here. NULL = no policy: every dump is
+	 * collected, unthrottled and without a region (the reassembly layer's
+	 * own tests and fuzzing). The reassembler reads it under its lock; see
+	 * cg_reasm_set_config for replacing it. */
+	const struct cg_config *cfg;
 };
 
 /* Where acknowledgements go: the daemon publishes them on
@@ -42,6 +49,9 @@ struct cg_reasm_opts {
 struct cg_ack_sink {
 	void (*send)(void *ctx, const char *device, const uint8_t *msg, size_t len);
 	void *ctx;
+	/* The consent signal (SPEC §5): published retained on
+	 * {prefix}/dev/{device}/consent. May be NULL. */
+	void (*consent)(void *ctx, const char *device, const uint8_t *msg, size_t len);
 };
 
 /* Wall clock in unix milliseconds; injectable so tests need no sleeps. */
@@ -57,6 +67,15 @@ struct cg_reasm_stats {
 	uint64_t dumps_duplicate;      /* chunks of dumps already stored */
 	uint64_t dumps_rejected;
 	uint64_t dumps_expired;
+	uint64_t dumps_throttled;      /* answered `throttled` (bytes not stored) */
+	uint64_t dumps_throttled_early;/* of those, decided at chunk 0 */
+	uint64_t dumps_deduplicated;   /* same content from the same device: stored once */
+	uint64_t consent_refused;      /* chunks answered `consent_required` */
+	uint64_t consent_published;    /* consent signals sent */
+	uint64_t devices_seen;         /* devices the consent signal goes to */
+	uint64_t retention_bodies;     /* dumps whose bytes retention deleted */
+	uint64_t retention_records;    /* history records retention deleted */
+	uint64_t config_generation;    /* 1 at start, +1 per applied reload */
 	uint64_t busy;                 /* `busy` answers */
 	uint64_t acks_sent;
 	uint64_t syncs;
@@ -93,8 +112,25 @@ bool cg_reasm_wait(struct cg_reasm *rs, uint64_t timeout_ms);
 /* Wake a thread blocked in cg_reasm_wait (shutdown). */
 void cg_reasm_wake(struct cg_reasm *rs);
 
-/* Expire open dumps idle for longer than the reassembly timeout. */
+/* Expire open dumps idle for longer than the reassembly timeout; publish
+ * the consent signals that are due; run retention once a minute. */
 void cg_reasm_tick(struct cg_reasm *rs);
+
+/*
+ * Apply a new configuration atomically (SIGHUP): limits, groups, consent,
+ * throttle, regions and retention switch together under the lock, and every
+ * known device gets its consent signal again at the next tick. The caller
+ * keeps cfg alive until it is replaced again or the reassembler destroyed;
+ * the old one is no longer read once this returns.
+ */
+void cg_reasm_set_config(struct cg_reasm *rs, const struct cg_config *cfg);
+
+/* Wall clock (unix ms) for recorded times, collection windows, the throttle
+ * window and retention; injectable so tests need no sleeps. NULL = real. */
+void cg_reasm_set_wall_clock(struct cg_reasm *rs, cg_clock_fn wall, void *ctx);
+
+/* Run retention now (tick does it once a minute). */
+void cg_reasm_retention(struct cg_reasm *rs);
 
 void cg_reasm_get_stats(struct cg_reasm *rs, struct cg_reasm_stats *out);
 

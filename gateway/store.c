@@ -10,9 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { CF_DEFAULT, CF_CHUNKS, CF_OPEN, CF_RECORDS, CF_INDEX, CF__COUNT };
+enum { CF_DEFAULT, CF_CHUNKS, CF_OPEN, CF_RECORDS, CF_INDEX, CF_POLICY, CF__COUNT };
 static const char *const cf_names[CF__COUNT] = {
-	"default", "chunks", "open", "records", "index",
+	"default", "chunks", "open", "records", "index", "policy",
 };
 
 struct cg_store {
@@ -461,7 +461,25 @@ static int index_encode(const struct cg_index_entry *e, uint8_t *out, size_t cap
 
 int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec)
 {
+	return cg_store_commit_dump_ex(st, k, rec, false, NULL, 0);
+}
+
+int cg_store_commit_dump_ex(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec,
+			    bool drop_chunks, const struct cg_kv *puts, size_t nputs)
+{
 	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+	if (drop_chunks && batch_delete_chunks(st, b, k) != CG_OK) {
+		rocksdb_writebatch_destroy(b);
+		return CG_ERR_STORE;
+	}
+	for (size_t i = 0; i < nputs; i++) {
+		if (puts[i].val)
+			rocksdb_writebatch_put_cf(b, st->cf[CF_POLICY], (const char *)puts[i].key,
+						  puts[i].klen, (const char *)puts[i].val, puts[i].vlen);
+		else
+			rocksdb_writebatch_delete_cf(b, st->cf[CF_POLICY], (const char *)puts[i].key,
+						     puts[i].klen);
+	}
 	pthread_mutex_lock(&st->seq_lock);
 	rec->seq = st->next_seq;
 	uint8_t seqkey[8], nextv[8];
@@ -503,6 +521,113 @@ int cg_store_drop_open(struct cg_store *st, const struct cg_dumpkey *k)
 	}
 	rocksdb_writebatch_delete_cf(b, st->cf[CF_OPEN], (const char *)k->b, k->len);
 	return write_batch(st, b);
+}
+
+int cg_store_delete_body(struct cg_store *st, struct cg_dump_record *rec)
+{
+	struct cg_dumpkey k;
+	uint8_t seqkey[8], *enc = NULL;
+	size_t elen = 0;
+	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+
+	cg_dumpkey_make(&k, rec->device, strlen(rec->device), rec->dump_id);
+	rec->body_deleted = true;
+	int rc = batch_delete_chunks(st, b, &k);
+	if (rc == CG_OK)
+		rc = cg_record_encode(rec, &enc, &elen);
+	if (rc != CG_OK) {
+		rocksdb_writebatch_destroy(b);
+		return rc;
+	}
+	be64(seqkey, rec->seq);
+	rocksdb_writebatch_put_cf(b, st->cf[CF_RECORDS], (const char *)seqkey, 8, (const char *)enc, elen);
+	free(enc);
+	return write_batch(st, b);
+}
+
+int cg_store_delete_record(struct cg_store *st, const struct cg_dump_record *rec)
+{
+	struct cg_dumpkey k;
+	uint8_t seqkey[8];
+	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+
+	cg_dumpkey_make(&k, rec->device, strlen(rec->device), rec->dump_id);
+	if (!rec->body_deleted && batch_delete_chunks(st, b, &k) != CG_OK) {
+		rocksdb_writebatch_destroy(b);
+		return CG_ERR_STORE;
+	}
+	be64(seqkey, rec->seq);
+	rocksdb_writebatch_delete_cf(b, st->cf[CF_RECORDS], (const char *)seqkey, 8);
+	/* The index may point at another record (content duplicates share one). */
+	struct cg_index_entry ie;
+	if (cg_store_index_get(st, &k, &ie) == CG_OK && ie.seq == rec->seq)
+		rocksdb_writebatch_delete_cf(b, st->cf[CF_INDEX], (const char *)k.b, k.len);
+	return write_batch(st, b);
+}
+
+int cg_store_index_put(struct cg_store *st, const struct cg_dumpkey *k, const struct cg_index_entry *e)
+{
+	uint8_t iv[17 + CG_PROTO_MAX_REASON];
+	size_t ivlen = 0;
+	char *rerr = NULL;
+
+	index_encode(e, iv, sizeof iv, &ivlen);
+	rocksdb_put_cf(st->db, st->wo, st->cf[CF_INDEX], (const char *)k->b, k->len,
+		       (const char *)iv, ivlen, &rerr);
+	if (rerr) {
+		rocksdb_free(rerr);
+		return CG_ERR_STORE;
+	}
+	return CG_OK;
+}
+
+/* ---- policy state: small values under prefixed keys ---- */
+
+int cg_store_policy_get(struct cg_store *st, const void *key, size_t klen, uint8_t **val, size_t *vlen)
+{
+	char *v;
+	int rc = store_get(st, CF_POLICY, key, klen, &v, vlen);
+	if (rc == CG_OK)
+		*val = (uint8_t *)v;
+	return rc;
+}
+
+int cg_store_policy_write(struct cg_store *st, const struct cg_kv *kv, size_t n)
+{
+	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+	for (size_t i = 0; i < n; i++) {
+		if (kv[i].val)
+			rocksdb_writebatch_put_cf(b, st->cf[CF_POLICY], (const char *)kv[i].key, kv[i].klen,
+						  (const char *)kv[i].val, kv[i].vlen);
+		else
+			rocksdb_writebatch_delete_cf(b, st->cf[CF_POLICY], (const char *)kv[i].key,
+						     kv[i].klen);
+	}
+	return write_batch(st, b);
+}
+
+int cg_store_scan_policy(struct cg_store *st, const void *prefix, size_t plen, cg_store_kv_cb cb,
+			 void *ctx)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->db, st->ro, st->cf[CF_POLICY]);
+	int rc = CG_OK;
+	for (rocksdb_iter_seek(it, prefix, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t klen, vlen;
+		const char *key = rocksdb_iter_key(it, &klen);
+		const char *val = rocksdb_iter_value(it, &vlen);
+		if (klen < plen || memcmp(key, prefix, plen) != 0)
+			break;
+		if (cb(ctx, (const uint8_t *)key, klen, (const uint8_t *)val, vlen) != 0)
+			break;
+	}
+	char *rerr = NULL;
+	rocksdb_iter_get_error(it, &rerr);
+	if (rerr) {
+		rocksdb_free(rerr);
+		rc = CG_ERR_STORE;
+	}
+	rocksdb_iter_destroy(it);
+	return rc;
 }
 
 int cg_store_get_open(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec)
@@ -642,7 +767,8 @@ int cg_store_get_body(struct cg_store *st, uint64_t seq, uint8_t **body, size_t 
 enum {
 	R_SEQ = 1, R_DEVICE, R_DUMP_ID, R_STATUS, R_FIRST_SEEN, R_RECEIVED_AT, R_SIZE,
 	R_CHUNKS, R_LAST_ORDINAL, R_TOTAL_SIZE, R_CRC32, R_OS, R_FORMAT, R_BUILD_ID,
-	R_FW_VERSION, R_META, R_REASON, R_HAS_CHUNK0, R_SIGNATURE, R_CRASH,
+	R_FW_VERSION, R_META, R_REASON, R_HAS_CHUNK0, R_SIGNATURE, R_CRASH, R_GROUP, R_REGION,
+	R_BODY_DELETED, R_DUPLICATE_OF,
 };
 
 /* Keys of the nested crash map. */
@@ -696,7 +822,7 @@ static cbor_item_t *crash_encode(const struct cg_crash *c)
 
 int cg_record_encode(const struct cg_dump_record *r, uint8_t **buf, size_t *len)
 {
-	cbor_item_t *m = cbor_new_definite_map(20);
+	cbor_item_t *m = cbor_new_definite_map(24);
 	if (!m)
 		return CG_ERR_NOMEM;
 	bool ok = map_add(m, R_SEQ, cbor_build_uint64(r->seq)) &&
@@ -729,6 +855,12 @@ int cg_record_encode(const struct cg_dump_record *r, uint8_t **buf, size_t *len)
 		ok = map_add(m, R_SIGNATURE, cbor_build_string(r->signature));
 	if (ok && r->has_crash)
 		ok = map_add(m, R_CRASH, crash_encode(&r->crash));
+	if (ok && r->group[0])
+		ok = map_add(m, R_GROUP, cbor_build_string(r->group));
+	if (ok && r->region[0])
+		ok = map_add(m, R_REGION, cbor_build_string(r->region));
+	if (ok && r->body_deleted)
+		ok = map_add(m, R_BODY_DELETED, cbor_build_bool(true));
 	size_t cap = 0;
 	*len = ok ? cbor_serialize_alloc(m, buf, &cap) : 0;
 	cbor_decref(&m);
@@ -850,6 +982,9 @@ int cg_record_decode(const uint8_t *buf, size_t len, struct cg_dump_record *r)
 		case R_HAS_CHUNK0: ok = cbor_isa_float_ctrl(v) && cbor_is_bool(v); r->has_chunk0 = ok && cbor_get_bool(v); break;
 		case R_SIGNATURE: ok = get_str(v, r->signature, sizeof r->signature); break;
 		case R_CRASH: ok = crash_decode(v, &r->crash); r->has_crash = ok; break;
+		case R_GROUP: ok = get_str(v, r->group, sizeof r->group); break;
+		case R_REGION: ok = get_str(v, r->region, sizeof r->region); break;
+		case R_BODY_DELETED: ok = cbor_isa_float_ctrl(v) && cbor_is_bool(v); r->body_deleted = ok && cbor_get_bool(v); break;
 		default: break; /* written by a newer version: ignore */
 		}
 	}

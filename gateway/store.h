@@ -5,6 +5,7 @@
  *   open     dumpkey                  → record of an open dump (chunk-0 fields, last ordinal, crc)
  *   records  seq(u64 BE)              → record of a completed/throttled/… dump
  *   index    dumpkey                  → what happened to a dump (stored seq, or rejection)
+ *   policy   prefixed keys            → throttle, quota and device state (policy.c)
  *   default  "next_seq", "gateway_id" → small named values
  *
  * A dumpkey is len(device)‖device‖dump_id(u64 BE): chunks of one dump sort
@@ -78,6 +79,9 @@ struct cg_dump_record {
 	bool has_crash;                   /* decoded at completion (SPEC §7) */
 	struct cg_crash crash;
 	char signature[17];               /* 16 hex digits, "" when not computed */
+	char group[129];                  /* policy group (SPEC §6), "" = built-in default */
+	char region[33];                  /* data boundary the dump must stay in */
+	bool body_deleted;                /* retention removed the bytes; the record is history */
 };
 
 /* What the index says about a dump that is no longer open. */
@@ -140,6 +144,39 @@ int cg_store_read_dump(struct cg_store *st, const struct cg_dumpkey *k, uint32_t
  * point the index at it, delete its open record. Its chunks stay.
  */
 int cg_store_commit_dump(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec);
+
+/* A key/value for the policy column family; val NULL = delete. */
+struct cg_kv {
+	const uint8_t *key;
+	size_t klen;
+	const uint8_t *val;
+	size_t vlen;
+};
+
+/*
+ * The same, and in the same atomic batch: delete the dump's chunks when
+ * drop_chunks (a throttled or duplicate dump keeps no bytes) and apply the
+ * policy writes (signature counts, quota), so counts and records never
+ * disagree after a crash.
+ */
+int cg_store_commit_dump_ex(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec,
+			    bool drop_chunks, const struct cg_kv *puts, size_t nputs);
+
+/* Retention: delete a stored dump's bytes and mark its record body_deleted;
+ * or delete the record, its index entry and any bytes left. */
+int cg_store_delete_body(struct cg_store *st, struct cg_dump_record *rec);
+int cg_store_delete_record(struct cg_store *st, const struct cg_dump_record *rec);
+
+/* Point a dumpkey at an existing record (content duplicates). */
+int cg_store_index_put(struct cg_store *st, const struct cg_dumpkey *k, const struct cg_index_entry *e);
+
+/* The policy column family. Values from get are freed with cg_store_free. */
+int cg_store_policy_get(struct cg_store *st, const void *key, size_t klen, uint8_t **val, size_t *vlen);
+int cg_store_policy_write(struct cg_store *st, const struct cg_kv *kv, size_t n);
+typedef int (*cg_store_kv_cb)(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen);
+/* Visit the keys that start with prefix, in order; cb returns non-zero to stop. */
+int cg_store_scan_policy(struct cg_store *st, const void *prefix, size_t plen, cg_store_kv_cb cb,
+			 void *ctx);
 
 /* Drop an open dump (rejected or expired): delete its chunks and open
  * record in one batch. */

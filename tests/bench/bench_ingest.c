@@ -207,8 +207,11 @@ static void write_config(struct gw *g, const char *name)
 	fprintf(f,
 		"gateway: { id: bench, data_dir: %s }\n"
 		"mqtt: { uri: \"%s\", client_id: bench-gw }\n"
-		"limits: { max_open_dumps: %ld, max_store_bytes: 8GiB }\n",
-		dir, uri, nopen + 100);
+		"limits: { max_open_dumps: %ld, max_store_bytes: 8GiB }\n"
+		"default_region: US\n"
+		"regions: { US: { upstreams: [ { name: bench-out, kind: file, path: %s/out } ] } }\n"
+		"groups: [ { name: all, devices: [\"*\"], crash_dumps: enabled } ]\n",
+		dir, uri, nopen + 100, dir);
 	fclose(f);
 }
 

@@ -80,7 +80,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	long acks = 0;
-	struct cg_ack_sink s = { sink, &acks };
+	struct cg_ack_sink s = { .send = sink, .ctx = &acks };
 	struct cg_reasm_opts o = { .gateway_id = "bench", .max_dump_bytes = 16 << 20, .max_chunk_bytes = 65536,
 				   .reassembly_timeout_ms = 600000, .max_store_bytes = 1ull << 40,
 				   .max_open_dumps = 10000, .max_open_dumps_per_device = 4 };

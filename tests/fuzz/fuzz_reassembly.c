@@ -109,7 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				    * budget is covered by the unit tests) */
 				   .max_store_bytes = 1ull << 40,
 				   .max_open_dumps = 6, .max_open_dumps_per_device = 2 };
-	struct cg_ack_sink s = { sink, &c };
+	struct cg_ack_sink s = { .send = sink, .ctx = &c };
 	struct cg_reasm *rs;
 	if (cg_reasm_create(&o, st, &s, clk, &c, &rs) != CG_OK)
 		abort();

@@ -4,7 +4,9 @@
 # crashgatectl with the right options.
 #
 #   cg_gw_config [YAML...]  write $CG_T/gw.yaml (extra top-level YAML appended;
-#                           CG_GW_LIMITS / CG_GW_MQTT_EXTRA add keys to those sections)
+#                           CG_GW_LIMITS / CG_GW_MQTT_EXTRA add keys to those sections;
+#                           CG_GW_POLICY replaces the default policy: every device
+#                           in one consenting group, region US, a file upstream)
 #   cg_gw_start             start crashgated, wait until it has subscribed
 #   cg_gw_stop              SIGTERM and wait (bounded)
 #   cg_gw_kill              SIGKILL
@@ -15,6 +17,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CG_GW_PID=
 CG_GW_RUNS=0
+
+cg_gw_default_policy() {
+  cat <<YAML
+default_region: US
+regions:
+  US: { upstreams: [ { name: us-files, kind: file, path: "$CG_T/outbox-us" } ] }
+groups:
+  - { name: everyone, devices: ["*"], crash_dumps: enabled }
+YAML
+}
 
 cg_gw_config() {
   local tls=""
@@ -46,6 +58,7 @@ mqtt:
 limits:
   max_open_dumps_per_device: 8
   ${CG_GW_LIMITS:-}
+${CG_GW_POLICY:-$(cg_gw_default_policy)}
 $*
 YAML
 }

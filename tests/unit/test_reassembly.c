@@ -62,7 +62,7 @@ static void fx_start(struct fx *f)
 {
 	char err[256];
 	assert_int_equal(cg_store_open(f->dir, &f->st, err, sizeof err), CG_OK);
-	struct cg_ack_sink s = { sink, f };
+	struct cg_ack_sink s = { .send = sink, .ctx = f };
 	assert_int_equal(cg_reasm_create(&f->opts, f->st, &s, fake_clock, f, &f->rs), CG_OK);
 }
 

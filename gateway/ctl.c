@@ -17,6 +17,7 @@
 #include <ftw.h>
 
 #include "config.h"
+#include "policy.h"
 #include "store.h"
 
 struct ctl {
@@ -144,6 +145,12 @@ static json_t *record_json(struct ctl *c, const struct cg_dump_record *r)
 		json_object_set_new(o, "reason", json_string(r->reason));
 	if (r->signature[0])
 		json_object_set_new(o, "signature", json_string(r->signature));
+	if (r->group[0])
+		json_object_set_new(o, "group", json_string(r->group));
+	if (r->region[0])
+		json_object_set_new(o, "region", json_string(r->region));
+	if (r->body_deleted)
+		json_object_set_new(o, "bytes_deleted", json_true());
 	if (r->has_crash)
 		json_object_set_new(o, "crash", crash_json(&r->crash));
 	return o;
@@ -271,35 +278,43 @@ static int find_dump(struct ctl *c, const char *id, struct cg_dump_record *out)
 	return cg_store_get_record(c->st, ie.seq, out);
 }
 
-/* Crash groups (SPEC §10 `signatures`): one entry per signature. */
-static int collect_signature(void *ctx, const struct cg_dump_record *r)
+/* Crash groups (SPEC §10 `signatures`): the gateway's own counts per
+ * signature (they outlive the records, and count throttled occurrences
+ * whose bytes were never stored), with the devices that had the crash. */
+struct sig_ctx {
+	struct ctl *c;
+	json_t *groups;
+};
+
+static int count_key(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
 {
-	json_t *groups = ctx;
-	if (!r->signature[0])
-		return 0;
+	(void)key, (void)klen, (void)val, (void)vlen;
+	(*(json_int_t *)ctx)++;
+	return 0;
+}
+
+static int collect_signature(void *ctx, const char *sig, const struct cg_sig_stats *s)
+{
+	struct sig_ctx *sc = ctx;
 	char when[40];
-	rfc3339(r->received_at_ms, when, sizeof when);
-	json_t *g = json_object_get(groups, r->signature);
-	if (!g) {
-		g = json_object();
-		json_object_set_new(g, "signature", json_string(r->signature));
-		json_object_set_new(g, "count", json_integer(0));
-		json_object_set_new(g, "throttled", json_integer(0));
-		json_object_set_new(g, "first_seen", json_string(when));
-		json_object_set_new(g, "last_seen", json_string(when));
-		if (r->has_crash && r->crash.reason[0])
-			json_object_set_new(g, "reason", json_string(r->crash.reason));
-		json_object_set_new(g, "devices", json_object());
-		json_object_set_new(groups, r->signature, g);
-	}
-	const char *field = r->status == CG_DUMP_THROTTLED ? "throttled" : "count";
-	json_object_set_new(g, field, json_integer(json_integer_value(json_object_get(g, field)) + 1));
-	/* Records are scanned in sequence order, which is receipt order. */
-	if (strcmp(when, json_string_value(json_object_get(g, "first_seen"))) < 0)
-		json_object_set_new(g, "first_seen", json_string(when));
-	if (strcmp(when, json_string_value(json_object_get(g, "last_seen"))) > 0)
-		json_object_set_new(g, "last_seen", json_string(when));
-	json_object_set_new(json_object_get(g, "devices"), r->device, json_true());
+	json_t *g = json_object();
+	json_object_set_new(g, "signature", json_string(sig));
+	json_object_set_new(g, "count", json_integer((json_int_t)s->stored));
+	json_object_set_new(g, "throttled", json_integer((json_int_t)s->throttled));
+	json_object_set_new(g, "occurrences", json_integer((json_int_t)(s->stored + s->throttled)));
+	rfc3339(s->first_seen_ms, when, sizeof when);
+	json_object_set_new(g, "first_seen", json_string(when));
+	rfc3339(s->last_seen_ms, when, sizeof when);
+	json_object_set_new(g, "last_seen", json_string(when));
+	if (s->reason[0])
+		json_object_set_new(g, "reason", json_string(s->reason));
+	uint8_t prefix[CG_POLICY_KEY_MAX];
+	prefix[0] = 'd';
+	memcpy(prefix + 1, sig, 16);
+	json_int_t devices = 0;
+	cg_store_scan_policy(sc->c->st, prefix, 17, count_key, &devices);
+	json_object_set_new(g, "devices", json_integer(devices));
+	json_object_set_new(sc->groups, sig, g);
 	return 0;
 }
 
@@ -309,9 +324,7 @@ static void print_signatures(json_t *groups, bool as_json)
 	const char *key;
 	json_t *g;
 	json_object_foreach(groups, key, g) {
-		json_t *row = json_deep_copy(g);
-		json_object_set_new(row, "devices", json_integer((json_int_t)json_object_size(json_object_get(g, "devices"))));
-		json_array_append_new(rows, row);
+		json_array_append_new(rows, json_deep_copy(g));
 	}
 	if (as_json) {
 		json_dumpf(rows, stdout, JSON_INDENT(2));
@@ -423,7 +436,8 @@ int main(int argc, char **argv)
 	int rc = 0;
 	if (strcmp(cmd, "signatures") == 0) {
 		json_t *groups = json_object();
-		cg_store_scan_records(c.st, collect_signature, groups);
+		struct sig_ctx sc = { &c, groups };
+		cg_policy_scan_sigs(c.st, collect_signature, &sc);
 		print_signatures(groups, c.json);
 		json_decref(groups);
 	} else if (strcmp(cmd, "list") == 0) {

@@ -31,7 +31,7 @@ struct sender {
 	size_t chunk_size;
 	int qos, repeat, attempts, format, connect_attempts;
 	double timeout_s;
-	bool spotflow, shuffle, no_crc, no_total, no_wait, verbose;
+	bool spotflow, shuffle, no_crc, no_total, no_wait, verbose, consent_mode;
 	uint32_t seed;
 	const char *skip;               /* ordinals left out of the first pass: "3,5-7" */
 
@@ -40,7 +40,10 @@ struct sender {
 	size_t size;
 	uint32_t nchunks;
 	MQTTAsync client;
-	char ack_topic[320], chunk_topic[320], hello_topic[320];
+	char ack_topic[320], chunk_topic[320], hello_topic[320], consent_topic[320];
+	bool have_consent, consent_enabled;
+	uint64_t consent_issued_at, consent_valid_for;
+	char consent_group[CG_PROTO_MAX_GROUP + 1];
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool have_ack, connected, conn_failed;
@@ -75,7 +78,22 @@ static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *m)
 	(void)tlen;
 	struct cg_range miss[256];
 	struct cg_ack a = { .missing = miss, .missing_cap = 256 };
-	if (cg_ack_decode(m->payload, (size_t)m->payloadlen, &a) == CG_OK && a.dump_id == s->dump_id) {
+	struct cg_consent cs;
+	size_t tl = strlen(topic);
+	if (tl > 8 && strcmp(topic + tl - 8, "/consent") == 0) {
+		if (m->payloadlen > 0 && cg_consent_decode(m->payload, (size_t)m->payloadlen, &cs) == CG_OK) {
+			pthread_mutex_lock(&s->lock);
+			s->have_consent = true;
+			s->consent_enabled = cs.enabled;
+			s->consent_issued_at = cs.issued_at;
+			s->consent_valid_for = cs.valid_for;
+			size_t gl = (cs.present & CG_HAS_GROUP) && cs.group_len <= CG_PROTO_MAX_GROUP ? cs.group_len : 0;
+			memcpy(s->consent_group, gl ? cs.group : "", gl);
+			s->consent_group[gl] = '\0';
+			pthread_cond_broadcast(&s->cond);
+			pthread_mutex_unlock(&s->lock);
+		}
+	} else if (cg_ack_decode(m->payload, (size_t)m->payloadlen, &a) == CG_OK && a.dump_id == s->dump_id) {
 		pthread_mutex_lock(&s->lock);
 		s->have_ack = true;
 		s->ack_status = a.status;
@@ -104,7 +122,7 @@ static void on_connected(void *ctx, char *cause)
 	struct sender *s = ctx;
 	(void)cause;
 	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-	MQTTAsync_subscribe(s->client, s->ack_topic, 1, &ro);
+	MQTTAsync_subscribe(s->client, s->consent_mode ? s->consent_topic : s->ack_topic, 1, &ro);
 	pthread_mutex_lock(&s->lock);
 	s->connected = true;
 	pthread_cond_broadcast(&s->cond);
@@ -344,6 +362,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: crashgate-send [options] --device ID FILE\n"
+		"       crashgate-send [options] --device ID --consent   (print the consent signal)\n"
 		"  -u, --uri URI           broker (default tcp://127.0.0.1:1883; ssl://… for TLS)\n"
 		"  -d, --device ID         device id (also the MQTT username unless --username)\n"
 		"      --dump-id N         dump id (default: random)\n"
@@ -362,7 +381,9 @@ static void usage(FILE *out)
 		"      --cafile F, --cert F, --key F   TLS\n"
 		"  -v, --verbose\n"
 		"Exit: 0 complete, 1 error, 2 throttled, 3 rejected, 4 consent_required,\n"
-		"      5 busy, 6 no final answer.\n");
+		"      5 busy, 6 no final answer.\n"
+		"With --consent: waits --timeout seconds for the device's retained consent signal and\n"
+		"prints it; exit 0 enabled, 4 disabled, 6 none.\n");
 }
 
 int main(int argc, char **argv)
@@ -379,7 +400,7 @@ int main(int argc, char **argv)
 		{ "timeout", 1, 0, 't' }, { "attempts", 1, 0, 'a' }, { "no-wait", 0, 0, 'N' },
 		{ "username", 1, 0, 'U' }, { "password-file", 1, 0, 'P' }, { "prefix", 1, 0, 'p' },
 		{ "cafile", 1, 0, 'A' }, { "cert", 1, 0, 'E' }, { "key", 1, 0, 'K' },
-		{ "connect-attempts", 1, 0, 'c' }, { "verbose", 0, 0, 'v' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "connect-attempts", 1, 0, 'c' }, { "consent", 0, 0, 'O' }, { "verbose", 0, 0, 'v' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "u:d:s:q:vh", lo, NULL)) != -1) {
@@ -409,16 +430,17 @@ int main(int argc, char **argv)
 		case 'E': s.cert_file = optarg; break;
 		case 'K': s.key_file = optarg; break;
 		case 'c': s.connect_attempts = atoi(optarg); break;
+		case 'O': s.consent_mode = true; break;
 		case 'v': s.verbose = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 1;
 		}
 	}
-	if (optind != argc - 1 || !s.device) {
+	if (optind != argc - (s.consent_mode ? 0 : 1) || !s.device) {
 		usage(stderr);
 		return 1;
 	}
-	s.file = argv[optind];
+	s.file = s.consent_mode ? NULL : argv[optind];
 	if (!cg_device_id_valid(s.device, strlen(s.device)))
 		die("--device must be 1-64 characters of [A-Za-z0-9._-]");
 	if (s.chunk_size < 1 || s.chunk_size > 1u << 20 || (s.qos != 0 && s.qos != 1) || s.attempts < 1 ||
@@ -434,7 +456,9 @@ int main(int argc, char **argv)
 			die("getrandom failed");
 		s.dump_id >>= 1;
 	}
-	load_file(&s);
+	if (!s.consent_mode)
+		load_file(&s);
+	snprintf(s.consent_topic, sizeof s.consent_topic, "%s/dev/%s/consent", s.prefix, s.device);
 	snprintf(s.ack_topic, sizeof s.ack_topic, "%s/dev/%s/ack", s.prefix, s.device);
 	snprintf(s.chunk_topic, sizeof s.chunk_topic, "%s/dev/%s/chunk", s.prefix, s.device);
 	snprintf(s.hello_topic, sizeof s.hello_topic, "%s/dev/%s/hello", s.prefix, s.device);
@@ -509,6 +533,32 @@ int main(int argc, char **argv)
 	struct timespec pause = { 0, 50 * 1000000L };
 	nanosleep(&pause, NULL);
 
+	if (s.consent_mode) {
+		struct timespec dl;
+		deadline_in(&dl, s.timeout_s);
+		pthread_mutex_lock(&s.lock);
+		while (!s.have_consent && pthread_cond_timedwait(&s.cond, &s.lock, &dl) != ETIMEDOUT)
+			;
+		bool have = s.have_consent;
+		pthread_mutex_unlock(&s.lock);
+		int crc = 6;
+		if (have) {
+			printf("enabled=%s group=%s issued_at=%" PRIu64 " valid_for=%" PRIu64 "\n",
+			       s.consent_enabled ? "true" : "false", s.consent_group[0] ? s.consent_group : "-",
+			       s.consent_issued_at, s.consent_valid_for);
+			crc = s.consent_enabled ? 0 : 4;
+		} else {
+			fprintf(stderr, "crashgate-send: no consent signal for %s\n", s.device);
+		}
+		MQTTAsync_disconnectOptions dc = MQTTAsync_disconnectOptions_initializer;
+		dc.timeout = 1000;
+		MQTTAsync_disconnect(s.client, &dc);
+		for (int i = 0; i < 100 && MQTTAsync_isConnected(s.client); i++)
+			nanosleep(&pause, NULL);
+		MQTTAsync_destroy(&s.client);
+		free(password);
+		return crc;
+	}
 	struct answer *ans = calloc(1, sizeof *ans);
 	if (!ans)
 		die("out of memory");

@@ -11,6 +11,7 @@
 #   cg_gw_stop              SIGTERM and wait (bounded)
 #   cg_gw_kill              SIGKILL
 #   cg_send DEVICE FILE [crashgate-send options...]
+#   cg_consent DEVICE       the device's retained consent signal, as crashgate-send --consent
 #   cg_ctl ARGS...          crashgatectl --data-dir $CG_T/gw ...
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -118,6 +119,14 @@ cg_send() {
     fi
   fi
   timeout 300 "$CG_BIN/crashgate-send" --uri "$CG_BROKER_URI" --device "$dev" "${auth[@]}" "${tls[@]}" "$@" "$file"
+}
+
+# cg_consent DEVICE: print the device's retained consent signal
+# ("enabled=... group=... issued_at=... valid_for=..."); exit 0/4/6 as crashgate-send.
+cg_consent() {
+  local dev=$1
+  timeout 60 "$CG_BIN/crashgate-send" --uri "$CG_BROKER_URI" --device "$dev" \
+    --password-file "$CG_T/$dev.pw" --timeout 5 --consent
 }
 
 cg_ctl() {

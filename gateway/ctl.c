@@ -143,8 +143,15 @@ static json_t *record_json(struct ctl *c, const struct cg_dump_record *r)
 	}
 	if (r->reason[0])
 		json_object_set_new(o, "reason", json_string(r->reason));
-	if (r->signature[0])
+	if (r->signature[0]) {
 		json_object_set_new(o, "signature", json_string(r->signature));
+		/* How often this crash happened (stored and throttled), from the
+		 * gateway's counts; absent when they are gone (history retention). */
+		struct cg_sig_stats *ss = malloc(sizeof *ss);
+		if (ss && cg_sig_stats_load(c->st, r->signature, ss) == CG_OK && ss->stored + ss->throttled)
+			json_object_set_new(o, "occurrences", json_integer((json_int_t)(ss->stored + ss->throttled)));
+		free(ss);
+	}
 	if (r->group[0])
 		json_object_set_new(o, "group", json_string(r->group));
 	if (r->region[0])

@@ -315,7 +315,15 @@ int cg_retention_sweep_records(struct cg_store *st, int64_t now_ms, uint64_t dum
 {
 	struct rec_sweep w = { st, now_ms, dumps_ms, history_ms, chunk_overhead, out, CG_OK };
 	int rc = cg_store_scan_records(st, rec_visit, &w);
-	return rc != CG_OK ? rc : w.rc;
+	if (rc == CG_OK)
+		rc = w.rc;
+	/* Index entries of content duplicates point at another dump's record:
+	 * once that record is gone they go too (rejections are not indexed). */
+	uint64_t span = dumps_ms > history_ms ? dumps_ms : history_ms;
+	uint64_t aliases = 0;
+	if (rc == CG_OK)
+		rc = cg_store_sweep_index(st, now_ms - (int64_t)span, &aliases);
+	return rc;
 }
 
 /* Deletes are collected and written in batches of up to SWEEP_BATCH keys. */

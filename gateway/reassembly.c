@@ -650,15 +650,95 @@ static void crash_build_id(struct cg_crash *cr, const uint8_t *bid, size_t len)
 	}
 }
 
-/* Is the throttle window of sig full? Leaves its statistics in rs->sigs. */
-static int throttle_full(struct cg_reasm *rs, const char *sig, bool *full)
+/* Places held under sig by open dumps of other devices than `device`. A
+ * device's own open dump does not crowd out its next attempt: a device that
+ * restarts an upload under a new dump id (Spotflow draws one per attempt)
+ * would otherwise be answered `throttled` and erase the dump while the
+ * abandoned attempt expires, and the crash would never be collected. */
+static uint32_t sigres_others(struct cg_reasm *rs, const char *sig, const char *device)
+{
+	uint32_t n = sigres_count(rs, sig);
+	struct device *d = NULL;
+	HASH_FIND_STR(rs->devices, device, d);
+	for (struct open_dump *o = d ? d->open : NULL; o && n; o = o->dev_next)
+		if (strcmp(o->early_sig, sig) == 0)
+			n--;
+	return n;
+}
+
+/* Is the throttle window of sig full for a dump of `device`? Leaves its
+ * statistics in rs->sigs (nrecent: the stored dumps inside the window). */
+static int throttle_full(struct cg_reasm *rs, const char *sig, const char *device, bool *full)
 {
 	int rc = cg_sig_stats_load(rs->st, sig, &rs->sigs);
 	if (rc != CG_OK)
 		return rc;
 	uint32_t n = cg_throttle_window(&rs->sigs, wall_ms(rs), rs->cfg->throttle.window_ms);
-	*full = n + sigres_count(rs, sig) >= rs->cfg->throttle.max_identical;
+	*full = n + sigres_others(rs, sig, device) >= rs->cfg->throttle.max_identical;
 	return CG_OK;
+}
+
+struct resend_scan {
+	struct cg_reasm *rs;
+	const struct cg_chunk *c;
+	const char *sig;
+	int64_t now;
+	uint32_t budget;
+	bool found;
+	struct cg_dump_record rec;
+};
+
+static int resend_visit(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+	struct resend_scan *s = ctx;
+	uint64_t seq = 0, at = 0;
+	(void)key, (void)klen;
+	if (s->budget-- == 0)
+		return 1;
+	if (vlen != 16)
+		return 0;
+	for (int i = 0; i < 8; i++) {
+		seq = (seq << 8) | val[i];
+		at = (at << 8) | val[8 + i];
+	}
+	if (s->now - (int64_t)at >= (int64_t)s->rs->cfg->throttle.window_ms ||
+	    cg_store_get_record(s->rs->st, seq, &s->rec) != CG_OK || s->rec.body_deleted ||
+	    s->rec.status == CG_DUMP_THROTTLED || strcmp(s->rec.signature, s->sig) != 0)
+		return 0;
+	struct cg_dumpkey k;
+	uint8_t *first = NULL;
+	size_t flen = 0;
+	cg_dumpkey_make(&k, s->rec.device, strlen(s->rec.device), s->rec.dump_id);
+	if (cg_store_get_chunk(s->rs->st, &k, 0, &first, &flen) != CG_OK)
+		return 0;
+	size_t n = flen < s->c->content_len ? flen : s->c->content_len;
+	s->found = memcmp(first, s->c->content, n) == 0;
+	cg_store_free(first);
+	return s->found;
+}
+
+/*
+ * Could this chunk 0 start the same dump as one this device stored inside
+ * the throttle window (same signature, same leading bytes)? Then it may be
+ * the same dump sent again under a new id, which must be answered
+ * `complete` and not counted as another occurrence (SPEC §3); only its
+ * content, known at completion, can tell, so the early decision is left to
+ * completion. Looks at no more than 64 of the device's stored dumps.
+ */
+static bool maybe_resend(struct cg_reasm *rs, const char *device, const struct cg_chunk *c,
+			 const char *sig)
+{
+	uint8_t prefix[CG_POLICY_KEY_MAX];
+	static const uint8_t nohash[16];
+	size_t plen = cg_policy_key_content(prefix, device, nohash) - 16;
+	struct resend_scan *s = malloc(sizeof *s);
+	if (!s)
+		return false;
+	*s = (struct resend_scan){ .rs = rs, .c = c, .sig = sig, .now = wall_ms(rs), .budget = 64 };
+	cg_store_scan_policy(rs->st, prefix, plen, resend_visit, s);
+	bool found = s->found;
+	free(s);
+	return found;
 }
 
 /* Policy writes that go with a dump's record: its signature's statistics
@@ -940,15 +1020,17 @@ static void od_complete(struct cg_reasm *rs, struct open_dump *od)
 		 * holds its place; any other is counted against the window now. */
 		bool admitted = od->early_sig[0] && strcmp(od->early_sig, rec->signature) == 0;
 		sigres_release(rs, od->early_sig);
-		rc = throttle_full(rs, rec->signature, &throttled);
+		rc = throttle_full(rs, rec->signature, od->dev->id, &throttled);
 		if (rc != CG_OK) {
 			if (admitted && sigres_add(rs, rec->signature))
 				snprintf(od->early_sig, sizeof od->early_sig, "%s", rec->signature);
 			busy(rs, od->dev->id, od->dump_id, "store unavailable");
 			return;
 		}
+		/* An admitted dump held its place; only stored dumps can have
+		 * filled it since (another attempt of the same device). */
 		if (admitted)
-			throttled = false;
+			throttled = rs->sigs.nrecent >= rs->cfg->throttle.max_identical;
 		if (throttled) {
 			if (throttle_commit(rs, &od->key, rec, &rec->crash, true) != CG_OK) {
 				busy(rs, od->dev->id, od->dump_id, "store write failed");
@@ -1259,9 +1341,13 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 		bool full = false;
 		crash_build_id(&early, c.build_id, (c.present & CG_HAS_BUILD_ID) ? c.build_id_len : 0);
 		cg_crash_signature(&early, NULL, 0, early_sig);
-		if (throttle_full(rs, early_sig, &full) != CG_OK) {
+		if (throttle_full(rs, early_sig, device, &full) != CG_OK) {
 			busy(rs, device, c.dump_id, "store unavailable");
 			return CG_ERR_STORE;
+		}
+		if (full && maybe_resend(rs, device, &c, early_sig)) {
+			full = false;          /* decided at completion, without a place */
+			early_sig[0] = '\0';
 		}
 		if (full) {
 			struct cg_dump_record *trec = &rs->scratch;

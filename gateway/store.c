@@ -581,6 +581,47 @@ int cg_store_index_put(struct cg_store *st, const struct cg_dumpkey *k, const st
 	return CG_OK;
 }
 
+int cg_store_sweep_index(struct cg_store *st, int64_t before_ms, uint64_t *deleted)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->db, st->ro, st->cf[CF_INDEX]);
+	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+	int rc = CG_OK;
+	size_t pending = 0;
+	for (rocksdb_iter_seek_to_first(it); rc == CG_OK && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t klen, vlen;
+		const char *key = rocksdb_iter_key(it, &klen);
+		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+		if (vlen < 17 || (int64_t)rd_be64(v + 9) >= before_ms)
+			continue;
+		uint8_t seqkey[8];
+		char *rv;
+		size_t rvlen;
+		memcpy(seqkey, v + 1, 8);
+		int g = store_get(st, CF_RECORDS, seqkey, 8, &rv, &rvlen);
+		if (g == CG_OK) {
+			rocksdb_free(rv);
+			continue;
+		}
+		if (g != CG_ERR_NOT_FOUND) {
+			rc = g;
+			break;
+		}
+		rocksdb_writebatch_delete_cf(b, st->cf[CF_INDEX], key, klen);
+		(*deleted)++;
+		if (++pending == 256) {
+			rc = write_batch(st, b);
+			b = rocksdb_writebatch_create();
+			pending = 0;
+		}
+	}
+	rocksdb_iter_destroy(it);
+	if (rc == CG_OK)
+		rc = write_batch(st, b);
+	else
+		rocksdb_writebatch_destroy(b);
+	return rc;
+}
+
 /* ---- policy state: small values under prefixed keys ---- */
 
 int cg_store_policy_get(struct cg_store *st, const void *key, size_t klen, uint8_t **val, size_t *vlen)

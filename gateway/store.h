@@ -167,6 +167,10 @@ int cg_store_commit_dump_ex(struct cg_store *st, const struct cg_dumpkey *k, str
 int cg_store_delete_body(struct cg_store *st, struct cg_dump_record *rec);
 int cg_store_delete_record(struct cg_store *st, const struct cg_dump_record *rec);
 
+/* Delete index entries older than before_ms whose record is gone (a content
+ * duplicate's entry outlives the record it points at). */
+int cg_store_sweep_index(struct cg_store *st, int64_t before_ms, uint64_t *deleted);
+
 /* Point a dumpkey at an existing record (content duplicates). */
 int cg_store_index_put(struct cg_store *st, const struct cg_dumpkey *k, const struct cg_index_entry *e);
 

@@ -7,14 +7,45 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uthash.h>
 
 #include "log.h"
 
 /* prefix (at most 256, config.c) + "/dev/" + device (64) + "/chunk" + NUL */
 #define CG_TOPIC_MAX (256 + 5 + CG_DEVICE_ID_MAX + 6 + 1)
 
+/*
+ * Messages to devices (acks, consent signals) wait in our own queue and are
+ * handed to Paho a few at a time, the next one when Paho reports the last
+ * one sent. Paho walks its whole queue of unsent messages for every message
+ * it accepts (to find a free message id), so thousands of acks queued in
+ * Paho at once cost quadratic CPU and delayed a crash storm's `throttled`
+ * answers by tens of seconds; bounded here, they leave as fast as the broker
+ * acknowledges them. An identical message still waiting is not queued twice.
+ */
+#define PAHO_WINDOW   32       /* our messages inside Paho at once */
+#define OUT_QUEUE_MAX 200000   /* beyond: dropped (a device asks again; consent is republished) */
+#define STALL_MS      30000    /* no completion for this long: Paho lost some; reopen the window */
+
+struct out_item {
+	UT_hash_handle hh;         /* by (topic, payload) while queued */
+	struct out_item *next;
+	uint64_t key;              /* hash of topic and payload */
+	bool indexed;              /* in out_index (a colliding key is not) */
+	bool retained;
+	size_t tlen, len;
+	char *topic;
+	uint8_t *payload;
+	char buf[];                /* topic, NUL, payload */
+};
+
 struct cg_ingest {
 	MQTTAsync client;
+	pthread_mutex_t out_lock;  /* guards the queue; never held while calling Paho */
+	struct out_item *out_head, *out_tail, *out_index;
+	size_t out_queued;
+	unsigned in_paho;
+	int64_t last_progress;     /* monotonic ms of the last completion */
 	struct cg_reasm *rs;
 	char *uri;
 	char *client_id;
@@ -149,6 +180,7 @@ int cg_ingest_create(const struct cg_config *cfg, struct cg_ingest **out, char *
 	if (!in)
 		return CG_ERR_NOMEM;
 	pthread_mutex_init(&in->stats_lock, NULL);
+	pthread_mutex_init(&in->out_lock, NULL);
 	in->cfg = cfg;
 	in->uri = strdup(cfg->mqtt.uri);
 	in->client_id = strdup(cfg->mqtt.client_id);
@@ -227,39 +259,144 @@ int cg_ingest_start(struct cg_ingest *in, struct cg_reasm *rs, char *err, size_t
 	return CG_OK;
 }
 
-void cg_ingest_send_ack(void *ctx, const char *device, const uint8_t *msg, size_t len)
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ull;
+	return h;
+}
+
+static void pump(struct cg_ingest *in);
+
+static void on_sent(void *ctx, MQTTAsync_successData *r)
 {
 	struct cg_ingest *in = ctx;
-	char topic[CG_TOPIC_MAX];
-	snprintf(topic, sizeof topic, "%s/dev/%s/ack", in->prefix, device);
-	MQTTAsync_message m = MQTTAsync_message_initializer;
-	m.payload = (void *)msg;
-	m.payloadlen = (int)len;
-	m.qos = 1;
-	int rc = MQTTAsync_sendMessage(in->client, topic, &m, NULL);
-	if (rc != MQTTASYNC_SUCCESS) {
-		/* The device asks again (hello or resend); nothing is lost but a reply. */
-		stat_add(in, &in->stats.acks_dropped);
-		log_debug("mqtt", "ack to %s not queued: %s", device, MQTTAsync_strerror(rc));
+	(void)r;
+	pthread_mutex_lock(&in->out_lock);
+	if (in->in_paho)
+		in->in_paho--;
+	in->last_progress = mono_ms();
+	pthread_mutex_unlock(&in->out_lock);
+	pump(in);
+}
+
+static void on_send_failed(void *ctx, MQTTAsync_failureData *r)
+{
+	struct cg_ingest *in = ctx;
+	stat_add(in, &in->stats.acks_dropped);
+	log_debug("mqtt", "message to a device not delivered: code %d", r ? r->code : -1);
+	on_sent(ctx, NULL);
+}
+
+/* Hand queued messages to Paho while fewer than PAHO_WINDOW are inside it. */
+static void pump(struct cg_ingest *in)
+{
+	for (;;) {
+		pthread_mutex_lock(&in->out_lock);
+		if (in->in_paho >= PAHO_WINDOW && mono_ms() - in->last_progress >= STALL_MS) {
+			/* Paho reports neither success nor failure for some messages
+			 * (lost with a connection): do not let them close the window. */
+			log_warn("mqtt", "%u messages to devices unconfirmed for %d s; sending more",
+				 in->in_paho, STALL_MS / 1000);
+			in->in_paho = 0;
+			in->last_progress = mono_ms();
+		}
+		struct out_item *it = in->in_paho < PAHO_WINDOW ? in->out_head : NULL;
+		if (it) {
+			in->out_head = it->next;
+			if (!in->out_head)
+				in->out_tail = NULL;
+			if (it->indexed)
+				HASH_DEL(in->out_index, it);
+			in->out_queued--;
+			if (in->in_paho++ == 0)
+				in->last_progress = mono_ms();
+		}
+		pthread_mutex_unlock(&in->out_lock);
+		if (!it)
+			return;
+		MQTTAsync_message m = MQTTAsync_message_initializer;
+		m.payload = it->payload;
+		m.payloadlen = (int)it->len;
+		m.qos = 1;
+		m.retained = it->retained;
+		MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+		ro.onSuccess = on_sent;
+		ro.onFailure = on_send_failed;
+		ro.context = in;
+		int rc = MQTTAsync_sendMessage(in->client, it->topic, &m, &ro);
+		if (rc != MQTTASYNC_SUCCESS) {
+			/* The device asks again (hello or resend); consent is republished. */
+			stat_add(in, &in->stats.acks_dropped);
+			log_debug("mqtt", "message to %s not queued: %s", it->topic, MQTTAsync_strerror(rc));
+			pthread_mutex_lock(&in->out_lock);
+			in->in_paho--;
+			pthread_mutex_unlock(&in->out_lock);
+		}
+		free(it);
 	}
+}
+
+static void enqueue(struct cg_ingest *in, const char *device, const char *kind, bool retained,
+		    const uint8_t *msg, size_t len)
+{
+	char topic[CG_TOPIC_MAX + 2];
+	int tl = snprintf(topic, sizeof topic, "%s/dev/%s/%s", in->prefix, device, kind);
+	if (tl < 0 || (size_t)tl >= sizeof topic)
+		return;
+	uint64_t key = fnv1a(fnv1a(14695981039346656037ull, topic, (size_t)tl + 1), msg, len);
+	pthread_mutex_lock(&in->out_lock);
+	struct out_item *dup = NULL;
+	HASH_FIND(hh, in->out_index, &key, sizeof key, dup);
+	bool same = dup && dup->len == len && dup->retained == retained &&
+		    strcmp(dup->topic, topic) == 0 && memcmp(dup->payload, msg, len) == 0;
+	struct out_item *it = NULL;
+	if (!same && in->out_queued < OUT_QUEUE_MAX)
+		it = malloc(sizeof *it + (size_t)tl + 1 + len);
+	if (it) {
+		memset(it, 0, sizeof *it);
+		it->key = key;
+		it->retained = retained;
+		it->tlen = (size_t)tl;
+		it->len = len;
+		it->topic = it->buf;
+		memcpy(it->topic, topic, (size_t)tl + 1);
+		it->payload = (uint8_t *)it->buf + tl + 1;
+		memcpy(it->payload, msg, len);
+		if (!dup) {   /* a colliding key keeps the first in the index */
+			HASH_ADD(hh, in->out_index, key, sizeof it->key, it);
+			it->indexed = true;
+		}
+		if (in->out_tail)
+			in->out_tail->next = it;
+		else
+			in->out_head = it;
+		in->out_tail = it;
+		in->out_queued++;
+	}
+	pthread_mutex_unlock(&in->out_lock);
+	if (!same && !it)
+		stat_add(in, &in->stats.acks_dropped);
+	pump(in);
+}
+
+void cg_ingest_send_ack(void *ctx, const char *device, const uint8_t *msg, size_t len)
+{
+	enqueue(ctx, device, "ack", false, msg, len);
 }
 
 void cg_ingest_send_consent(void *ctx, const char *device, const uint8_t *msg, size_t len)
 {
-	struct cg_ingest *in = ctx;
-	char topic[CG_TOPIC_MAX + 2];
-	snprintf(topic, sizeof topic, "%s/dev/%s/consent", in->prefix, device);
-	MQTTAsync_message m = MQTTAsync_message_initializer;
-	m.payload = (void *)msg;
-	m.payloadlen = (int)len;
-	m.qos = 1;
-	m.retained = 1;   /* a device that connects later finds it waiting (SPEC §5) */
-	int rc = MQTTAsync_sendMessage(in->client, topic, &m, NULL);
-	if (rc != MQTTASYNC_SUCCESS) {
-		/* Republished every valid_for / 2 and on reload; nothing is lost. */
-		stat_add(in, &in->stats.acks_dropped);
-		log_debug("mqtt", "consent to %s not queued: %s", device, MQTTAsync_strerror(rc));
-	}
+	/* Retained: a device that connects later finds it waiting (SPEC §5). */
+	enqueue(ctx, device, "consent", true, msg, len);
 }
 
 bool cg_ingest_connected(struct cg_ingest *in)
@@ -278,6 +415,17 @@ void cg_ingest_stop(struct cg_ingest *in, int timeout_ms)
 {
 	if (!in || !in->client)
 		return;
+	/* Let the queued acks reach the broker first, bounded. */
+	for (int i = 0; i < timeout_ms / 10 && MQTTAsync_isConnected(in->client); i++) {
+		pthread_mutex_lock(&in->out_lock);
+		bool idle = in->out_queued == 0 && in->in_paho == 0;
+		pthread_mutex_unlock(&in->out_lock);
+		if (idle)
+			break;
+		pump(in);
+		struct timespec ts = { 0, 10 * 1000000L };
+		nanosleep(&ts, NULL);
+	}
 	MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
 	d.timeout = timeout_ms;
 	if (MQTTAsync_isConnected(in->client))
@@ -304,6 +452,12 @@ void cg_ingest_destroy(struct cg_ingest *in)
 	free(in->uri);
 	free(in->client_id);
 	free(in->prefix);
+	HASH_CLEAR(hh, in->out_index);
+	for (struct out_item *it = in->out_head, *next; it; it = next) {
+		next = it->next;
+		free(it);
+	}
+	pthread_mutex_destroy(&in->out_lock);
 	pthread_mutex_destroy(&in->stats_lock);
 	free(in);
 }

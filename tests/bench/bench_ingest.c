@@ -173,7 +173,11 @@ static void publish_backlog(uint64_t id_base)
 				      .ordinal = (uint32_t)(i % DUMP_CHUNKS), .content = content,
 				      .content_len = CHUNK_BYTES,
 				      .last = i % DUMP_CHUNKS == DUMP_CHUNKS - 1 || i == nchunks - 1 };
+		/* Every dump distinct: identical dumps would be throttled (policy),
+		 * and this measures ingest, not throttling. */
 		content[0] = (uint8_t)i;
+		for (int b = 0; b < 8; b++)
+			content[1 + b] = (uint8_t)(c.dump_id >> (8 * b));
 		size_t n;
 		if (cg_chunk_encode(&c, 0, buf, sizeof buf, &n) != 0)
 			fail("encode");

@@ -19,7 +19,13 @@
  * (--conns): the point is the number of devices, not of sockets. Each
  * connection subscribes to the ack topic of each of its devices, as the
  * devices themselves would; a `+` wildcard on every connection would make
- * the broker deliver every ack to every connection.
+ * the broker deliver every ack to every connection. At most --window chunks
+ * per connection are in flight (see struct conn); the baseline's rate shows
+ * what the simulated devices can push through the broker, so a gateway
+ * figure far below it is the gateway's, not the simulator's.
+ *
+ * The bare subscriber runs in a process of its own (bare_fork), so that it
+ * does not share Paho's receive thread with the devices.
  *
  * The storm uses its own topic prefix (default crashgate/storm), so that
  * offline persistent sessions of other benchmarks on the same broker (such
@@ -29,7 +35,7 @@
  * exits 1 saying how many devices are still waiting and for what.
  *
  * usage: bench_storm --uri tcp://127.0.0.1:PORT --crashgated PATH --workdir DIR
- *                    [--devices N] [--conns C] [--timeout S] [--prefix P]
+ *                    [--devices N] [--conns C] [--window W] [--timeout S] [--prefix P]
  *                    [--broker-pid PID]
  */
 #include <MQTTAsync.h>
@@ -44,6 +50,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -58,11 +66,11 @@
 #define DUMP_BYTES    (CHUNK_BYTES * DUMP_CHUNKS)
 #define DUMP_ID       0x2a
 #define BUSY_DELAY_MS 200
-#define HELLO_IDLE_MS 10000   /* all sent, no final ack: ask with a hello */
+#define HELLO_IDLE_MS 30000   /* all sent, no final ack: ask with a hello */
 #define SUB_BATCH     100
 
 static const char *uri, *gwbin, *workdir, *prefix = "crashgate/storm";
-static long ndev = 10000, nconn = 50, timeout_s = 300;
+static long ndev = 10000, nconn = 50, window = 8, timeout_s = 300;
 static pid_t broker_pid;
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -214,12 +222,24 @@ struct device {
 	uint32_t sent;          /* chunks PUBACKed by the broker */
 	uint8_t final;          /* final ack status, 0 none */
 	bool done;
+	bool queued;            /* waiting in its connection's queue */
 };
 
+/*
+ * One MQTT connection carrying many devices. Devices ready to send wait in
+ * a FIFO and at most `window` of them have a chunk handed to Paho at a time:
+ * Paho keeps every queued command in one list that it walks for each
+ * message, so handing it thousands at once makes the client, not the
+ * broker or the gateway, the bottleneck. A device that waits in the FIFO is
+ * what a device with its own socket would be while the broker is busy.
+ */
 struct conn {
 	MQTTAsync c;
-	pthread_mutex_t lock;   /* guards the devices of this connection */
+	pthread_mutex_t lock;   /* guards this connection's devices and queue */
 	long first, n;          /* its devices */
+	struct device **q;      /* FIFO ring of n slots: a device is in it once at most */
+	long q_head, q_len;
+	long outstanding;       /* chunks handed to Paho, PUBACK not yet seen */
 	atomic_bool connected;
 	atomic_bool lost;
 	atomic_long subscribed; /* ack subscriptions granted */
@@ -246,8 +266,10 @@ static void reset_run(enum mode m)
 		d->inflight = d->last_sent = -1;
 		d->sent = 0;
 		d->final = 0;
-		d->done = false;
+		d->done = d->queued = false;
 	}
+	for (long c = 0; c < nconn; c++)
+		conns[c].q_head = conns[c].q_len = conns[c].outstanding = 0;
 	atomic_store(&n_done, 0);
 	atomic_store(&n_puback, 0);
 	atomic_store(&n_inflight, 0);
@@ -301,69 +323,101 @@ static int publish(struct device *d, const char *kind, const uint8_t *msg, size_
 }
 
 /*
- * Send the device's next chunk if it may: nothing in flight, not waiting
- * out a delay, not finished. The lowest ordinal still to send goes first, so
- * the first pass is in order and resends follow it.
+ * Under the connection's lock: queue the device if it has a chunk to send
+ * and may send it now (nothing in flight, no delay to wait out, not
+ * finished); note when it has nothing left to send.
  */
-static void pump(struct device *d)
+static void enqueue(struct device *d)
 {
 	struct conn *cn = d->conn;
-	int ord = -1;
-	pthread_mutex_lock(&cn->lock);
-	if (!d->done && d->inflight < 0 && d->retry_at == 0) {
-		if (d->todo) {
+	if (d->queued || d->done || d->inflight >= 0 || d->retry_at)
+		return;
+	if (!d->todo) {
+		if (!d->idle_since)
+			d->idle_since = now_ms();
+		return;
+	}
+	d->idle_since = 0;
+	d->queued = true;
+	cn->q[(cn->q_head + cn->q_len++) % cn->n] = d;
+}
+
+/*
+ * Hand queued devices' next chunks to Paho while the window has room. Each
+ * device sends the lowest ordinal it still has to send, so the first pass
+ * is in order and resends follow it. Called without the lock.
+ */
+static void drain(struct conn *cn)
+{
+	for (;;) {
+		struct device *d = NULL;
+		int ord = -1;
+		pthread_mutex_lock(&cn->lock);
+		while (!d && cn->outstanding < window && cn->q_len > 0) {
+			struct device *x = cn->q[cn->q_head];
+			cn->q_head = (cn->q_head + 1) % cn->n;
+			cn->q_len--;
+			x->queued = false;
+			if (x->done || x->inflight >= 0 || x->retry_at || !x->todo)
+				continue; /* changed while it waited; requeued when due */
+			d = x;
 			ord = __builtin_ctzll(d->todo);
 			d->todo &= ~((uint64_t)1 << ord);
 			d->inflight = ord;
-			d->idle_since = 0;
-		} else if (d->idle_since == 0) {
-			d->idle_since = now_ms();
+			cn->outstanding++;
 		}
-	}
-	pthread_mutex_unlock(&cn->lock);
-	if (ord < 0)
-		return;
-	atomic_fetch_add(&n_inflight, 1);
-	if (publish(d, "chunk", chunk_msg[ord], chunk_len[ord], true) != MQTTASYNC_SUCCESS) {
-		atomic_fetch_add(&n_refused, 1);
-		atomic_fetch_sub(&n_inflight, 1);
-		pthread_mutex_lock(&cn->lock);
-		d->todo |= (uint64_t)1 << ord;
-		d->inflight = -1;
-		d->retry_at = now_ms() + 10;
 		pthread_mutex_unlock(&cn->lock);
+		if (!d)
+			return;
+		atomic_fetch_add(&n_inflight, 1);
+		if (publish(d, "chunk", chunk_msg[ord], chunk_len[ord], true) != MQTTASYNC_SUCCESS) {
+			atomic_fetch_add(&n_refused, 1);
+			atomic_fetch_sub(&n_inflight, 1);
+			pthread_mutex_lock(&cn->lock);
+			cn->outstanding--;
+			d->todo |= (uint64_t)1 << ord;
+			d->inflight = -1;
+			d->retry_at = now_ms() + 10;
+			pthread_mutex_unlock(&cn->lock);
+		}
 	}
 }
 
 static void on_pub_ok(void *ctx, MQTTAsync_successData *r)
 {
 	struct device *d = ctx;
+	struct conn *cn = d->conn;
 	(void)r;
 	atomic_fetch_add(&n_puback, 1);
 	atomic_fetch_sub(&n_inflight, 1);
-	pthread_mutex_lock(&d->conn->lock);
+	pthread_mutex_lock(&cn->lock);
+	cn->outstanding--;
 	d->sent++;
 	d->last_sent = d->inflight;
 	d->inflight = -1;
 	/* Without a gateway nobody answers: a device is done with its last PUBACK. */
 	if (mode == BASELINE && d->todo == 0)
 		mark_done(d, CG_ACK_COMPLETE);
-	pthread_mutex_unlock(&d->conn->lock);
-	pump(d);
+	enqueue(d);
+	pthread_mutex_unlock(&cn->lock);
+	drain(cn);
 }
 
 static void on_pub_fail(void *ctx, MQTTAsync_failureData *r)
 {
 	struct device *d = ctx;
+	struct conn *cn = d->conn;
 	(void)r;
 	atomic_fetch_add(&n_pub_failed, 1);
 	atomic_fetch_sub(&n_inflight, 1);
-	pthread_mutex_lock(&d->conn->lock);
+	pthread_mutex_lock(&cn->lock);
+	cn->outstanding--;
 	if (d->inflight >= 0)
 		d->todo |= (uint64_t)1 << d->inflight;
 	d->inflight = -1;
 	d->retry_at = now_ms() + 100;
-	pthread_mutex_unlock(&d->conn->lock);
+	pthread_mutex_unlock(&cn->lock);
+	drain(cn);
 }
 
 /* The device an ack topic "{prefix}/dev/dev-NNNNN/ack" belongs to, or NULL. */
@@ -418,8 +472,9 @@ static int on_msg(void *ctx, char *topic, int tl, MQTTAsync_message *m)
 		default:
 			break;
 		}
+		enqueue(d);
 		pthread_mutex_unlock(&cn->lock);
-		pump(d);
+		drain(cn);
 	}
 	MQTTAsync_freeMessage(&m);
 	MQTTAsync_free(topic);
@@ -533,18 +588,33 @@ static void conn_close(MQTTAsync *c)
 	MQTTAsync_destroy(c);
 }
 
-/* ---- the bare subscriber of the baseline ---- */
+/* ---- the bare subscriber of the baseline, in a process of its own ----
+ *
+ * Paho runs one receive thread for all clients of a process: beside the
+ * devices' connections the subscriber would be starved and the broker would
+ * queue (and at its limits drop) what it cannot deliver. So it is forked
+ * before this process starts any Paho thread and talks to us through a
+ * shared page.
+ */
 
-static atomic_long bare_received;
-static atomic_llong bare_last_ms;
-static atomic_bool bare_connected, bare_subscribed;
+struct bare_shared {
+	atomic_long received;
+	atomic_llong last_ms;   /* CLOCK_MONOTONIC, comparable across processes */
+	atomic_int cmd;         /* 1 subscribe, 2 disconnect and exit */
+	atomic_int state;       /* 1 subscribed, -1 failed */
+};
+
+static struct bare_shared *bare;
+static pid_t bare_pid;
+static atomic_bool bare_connected;
+static atomic_int bare_granted = -1;
 
 static int bare_msg(void *ctx, char *topic, int tl, MQTTAsync_message *m)
 {
 	(void)ctx;
 	(void)tl;
-	atomic_fetch_add(&bare_received, 1);
-	atomic_store(&bare_last_ms, now_ms());
+	atomic_fetch_add(&bare->received, 1);
+	atomic_store(&bare->last_ms, now_ms());
 	MQTTAsync_freeMessage(&m);
 	MQTTAsync_free(topic);
 	return 1;
@@ -560,34 +630,85 @@ static void bare_conn(void *ctx, MQTTAsync_successData *r)
 static void bare_sub(void *ctx, MQTTAsync_successData *r)
 {
 	(void)ctx;
-	if (r && r->alt.qos != 0x80)
-		atomic_store(&bare_subscribed, true);
+	atomic_store(&bare_granted, r ? r->alt.qos : 0x80);
 }
 
-static void bare_open(MQTTAsync *c)
+static void bare_child(pid_t parent)
 {
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent) /* the parent died before prctl */
+		_exit(1);
+	while (atomic_load(&bare->cmd) == 0)
+		sleep_ms(10);
 	char id[64], topic[256];
+	MQTTAsync c;
 	snprintf(id, sizeof id, "bench-storm-bare-%ld", (long)getpid());
-	if (MQTTAsync_create(c, uri, id, MQTTCLIENT_PERSISTENCE_NONE, NULL) != 0)
-		fail("create the bare subscriber");
-	MQTTAsync_setCallbacks(*c, NULL, NULL, bare_msg, NULL);
+	snprintf(topic, sizeof topic, "%s/dev/+/chunk", prefix);
+	if (MQTTAsync_create(&c, uri, id, MQTTCLIENT_PERSISTENCE_NONE, NULL) != 0)
+		goto failed;
+	MQTTAsync_setCallbacks(c, NULL, NULL, bare_msg, NULL);
 	MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
 	o.cleansession = 1;
 	o.keepAliveInterval = 60;
 	o.onSuccess = bare_conn;
-	if (MQTTAsync_connect(*c, &o) != 0)
-		fail("connect the bare subscriber");
+	if (MQTTAsync_connect(c, &o) != 0)
+		goto failed;
 	for (int i = 0; i < 1000 && !atomic_load(&bare_connected); i++)
 		sleep_ms(10);
-	snprintf(topic, sizeof topic, "%s/dev/+/chunk", prefix);
 	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
 	ro.onSuccess = bare_sub;
-	if (!atomic_load(&bare_connected) || MQTTAsync_subscribe(*c, topic, 1, &ro) != 0)
-		fail("the bare subscriber could not connect or subscribe");
-	for (int i = 0; i < 1000 && !atomic_load(&bare_subscribed); i++)
+	if (!atomic_load(&bare_connected) || MQTTAsync_subscribe(c, topic, 1, &ro) != 0)
+		goto failed;
+	for (int i = 0; i < 1000 && atomic_load(&bare_granted) < 0; i++)
 		sleep_ms(10);
-	if (!atomic_load(&bare_subscribed))
-		fail("the bare subscriber's subscription to %s was refused", topic);
+	if (atomic_load(&bare_granted) != 1)
+		goto failed;
+	atomic_store(&bare->state, 1);
+	while (atomic_load(&bare->cmd) != 2)
+		sleep_ms(10);
+	conn_close(&c);
+	_exit(0);
+failed:
+	atomic_store(&bare->state, -1);
+	_exit(1);
+}
+
+/* Fork the subscriber; it waits for bare_open(). */
+static void bare_fork(void)
+{
+	bare = mmap(NULL, sizeof *bare, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (bare == MAP_FAILED)
+		fail("mmap: %s", strerror(errno));
+	memset(bare, 0, sizeof *bare);
+	fflush(NULL);
+	pid_t parent = getpid();
+	bare_pid = fork();
+	if (bare_pid < 0)
+		fail("fork: %s", strerror(errno));
+	if (bare_pid == 0)
+		bare_child(parent);
+}
+
+static void bare_open(void)
+{
+	atomic_store(&bare->cmd, 1);
+	for (int i = 0; i < 3000 && atomic_load(&bare->state) == 0; i++)
+		sleep_ms(10);
+	if (atomic_load(&bare->state) != 1)
+		fail("the bare subscriber could not connect to %s or subscribe to %s/dev/+/chunk", uri, prefix);
+}
+
+static void bare_close(void)
+{
+	atomic_store(&bare->cmd, 2);
+	int st;
+	for (int i = 0; i < 1000; i++) {
+		if (waitpid(bare_pid, &st, WNOHANG) == bare_pid)
+			return;
+		sleep_ms(10);
+	}
+	kill(bare_pid, SIGKILL);
+	waitpid(bare_pid, &st, 0);
 }
 
 /* ---- the real daemon ---- */
@@ -796,6 +917,49 @@ static long proc_kb(pid_t pid, const char *field)
 
 /* ---- one storm ---- */
 
+static int cmp_long(const void *a, const void *b)
+{
+	long x = *(const long *)a, y = *(const long *)b;
+	return (x > y) - (x < y);
+}
+
+/* Median, 90th and 99th percentile and maximum of v[0..n) (sorted in place). */
+static void quantiles(long *v, long n, long q[4])
+{
+	if (n == 0) {
+		q[0] = q[1] = q[2] = q[3] = 0;
+		return;
+	}
+	qsort(v, (size_t)n, sizeof *v, cmp_long);
+	q[0] = v[n / 2];
+	q[1] = v[n * 9 / 10];
+	q[2] = v[n * 99 / 100];
+	q[3] = v[n - 1];
+}
+
+/* When the devices that ended with `status` got their final ack (ms after
+ * t0) and how many chunks each had sent by then. */
+static long final_quantiles(uint8_t status, int64_t t0, long at[4], long chunks[4])
+{
+	long *a = malloc(sizeof *a * (size_t)ndev), *c = malloc(sizeof *c * (size_t)ndev), n = 0;
+	if (!a || !c)
+		fail("out of memory");
+	for (long i = 0; i < ndev; i++) {
+		struct device *d = &devs[i];
+		pthread_mutex_lock(&d->conn->lock);
+		if (d->done && d->final == status) {
+			a[n] = (long)(d->done_at - t0);
+			c[n++] = (long)d->sent;
+		}
+		pthread_mutex_unlock(&d->conn->lock);
+	}
+	quantiles(a, n, at);
+	quantiles(c, n, chunks);
+	free(a);
+	free(c);
+	return n;
+}
+
 /* Why the storm did not finish: devices by what they are waiting for. */
 static void report_stuck(void)
 {
@@ -833,11 +997,16 @@ static double storm(int64_t *t0_out)
 {
 	int64_t t0 = now_ms(), deadline = t0 + timeout_s * 1000;
 	*t0_out = t0;
-	for (long i = 0; i < ndev; i++)
-		pump(&devs[i]);
-	struct device **due = malloc(sizeof *due * (size_t)ndev);
+	for (long c = 0; c < nconn; c++) {
+		pthread_mutex_lock(&conns[c].lock);
+		for (long i = conns[c].first; i < conns[c].first + conns[c].n; i++)
+			enqueue(&devs[i]);
+		pthread_mutex_unlock(&conns[c].lock);
+	}
+	for (long c = 0; c < nconn; c++)
+		drain(&conns[c]);
 	struct device **hello = malloc(sizeof *hello * (size_t)ndev);
-	if (!due || !hello)
+	if (!hello)
 		fail("out of memory");
 	while (atomic_load(&n_done) < ndev) {
 		sleep_ms(20);
@@ -851,9 +1020,10 @@ static double storm(int64_t *t0_out)
 		}
 		if (mode == GATEWAY && !gw_alive())
 			fail("crashgated stopped during the storm");
-		long nd = 0, nh = 0;
+		long nh = 0;
 		for (long c = 0; c < nconn; c++) {
 			struct conn *cn = &conns[c];
+			bool due = false;
 			if (atomic_load(&cn->lost))
 				fail("connection %ld to the broker lost during the storm", c);
 			pthread_mutex_lock(&cn->lock);
@@ -863,21 +1033,21 @@ static double storm(int64_t *t0_out)
 					continue;
 				if (d->retry_at && now >= d->retry_at) {
 					d->retry_at = 0;
-					due[nd++] = d;
+					enqueue(d);
+					due = true;
 				} else if (mode == GATEWAY && d->idle_since && now - d->idle_since >= HELLO_IDLE_MS) {
 					d->idle_since = now;
 					hello[nh++] = d;
 				}
 			}
 			pthread_mutex_unlock(&cn->lock);
+			if (due)
+				drain(cn);
 		}
-		for (long i = 0; i < nd; i++)
-			pump(due[i]);
 		for (long i = 0; i < nh; i++)
 			if (publish(hello[i], "hello", hello_msg, hello_len, false) == MQTTASYNC_SUCCESS)
 				atomic_fetch_add(&n_hello, 1);
 	}
-	free(due);
 	free(hello);
 	int64_t last = t0;
 	for (long i = 0; i < ndev; i++)
@@ -894,7 +1064,7 @@ int main(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "uri", 1, 0, 'u' }, { "crashgated", 1, 0, 'g' }, { "workdir", 1, 0, 'w' },
 		{ "devices", 1, 0, 'n' }, { "conns", 1, 0, 'c' }, { "timeout", 1, 0, 't' },
-		{ "prefix", 1, 0, 'p' }, { "broker-pid", 1, 0, 'b' }, { 0, 0, 0, 0 },
+		{ "prefix", 1, 0, 'p' }, { "broker-pid", 1, 0, 'b' }, { "window", 1, 0, 'W' }, { 0, 0, 0, 0 },
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -907,13 +1077,14 @@ int main(int argc, char **argv)
 		case 't': timeout_s = atol(optarg); break;
 		case 'p': prefix = optarg; break;
 		case 'b': broker_pid = (pid_t)atol(optarg); break;
+		case 'W': window = atol(optarg); break;
 		default: return 2;
 		}
 	}
-	if (!uri || !gwbin || !workdir || ndev < 1 || ndev > 99999 || nconn < 1 || timeout_s < 1 ||
+	if (!uri || !gwbin || !workdir || ndev < 1 || ndev > 99999 || nconn < 1 || window < 1 || timeout_s < 1 ||
 	    strlen(prefix) > 200) {
 		fprintf(stderr, "usage: bench_storm --uri URI --crashgated PATH --workdir DIR [--devices N (1..99999)] "
-				"[--conns C] [--timeout S] [--prefix P] [--broker-pid PID]\n");
+				"[--conns C] [--window W] [--timeout S] [--prefix P] [--broker-pid PID]\n");
 		return 2;
 	}
 	if (nconn > ndev)
@@ -925,6 +1096,7 @@ int main(int argc, char **argv)
 	}
 	build_dump();
 	encode_messages();
+	bare_fork(); /* before any Paho thread exists in this process */
 	struct cg_crash crash;
 	cg_decode_zephyr(dump, sizeof dump, &crash);
 
@@ -935,6 +1107,9 @@ int main(int argc, char **argv)
 	for (long c = 0, next = 0; c < nconn; c++) {
 		conns[c].first = next;
 		conns[c].n = ndev / nconn + (c < ndev % nconn);
+		conns[c].q = calloc((size_t)conns[c].n, sizeof *conns[c].q);
+		if (!conns[c].q)
+			fail("out of memory");
 		for (long i = next; i < next + conns[c].n; i++)
 			devs[i].conn = &conns[c];
 		next += conns[c].n;
@@ -943,23 +1118,22 @@ int main(int argc, char **argv)
 
 	long without = ndev * DUMP_CHUNKS;
 	printf("storm: %ld devices, each one %d KiB Zephyr core dump (%s, %s, pc 0x%" PRIx64 ") in %d chunks of "
-	       "%d B at QoS 1, over %ld connections\n",
-	       ndev, DUMP_BYTES / 1024, crash.arch, crash.reason, crash.pc, DUMP_CHUNKS, CHUNK_BYTES, nconn);
+	       "%d B at QoS 1, over %ld connections (at most %ld chunks in flight on each)\n",
+	       ndev, DUMP_BYTES / 1024, crash.arch, crash.reason, crash.pc, DUMP_CHUNKS, CHUNK_BYTES, nconn, window);
 	fflush(stdout);
 
 	/* 1. baseline: no gateway, a bare subscriber counts what crosses the broker */
-	MQTTAsync bare;
-	bare_open(&bare);
+	bare_open();
 	reset_run(BASELINE);
 	double b_cpu0 = broker_pid ? proc_cpu_s(broker_pid) : -1;
 	int64_t t0;
 	double t_base = storm(&t0);
-	for (int i = 0; i < 6000 && atomic_load(&bare_received) < atomic_load(&n_puback); i++)
+	for (int i = 0; i < 6000 && atomic_load(&bare->received) < atomic_load(&n_puback); i++)
 		sleep_ms(10);
-	double t_bare = (double)(atomic_load(&bare_last_ms) - t0) / 1000.0;
+	double t_bare = (double)(atomic_load(&bare->last_ms) - t0) / 1000.0;
 	double b_cpu_base = broker_pid ? proc_cpu_s(broker_pid) - b_cpu0 : -1;
-	long base_pub = atomic_load(&n_puback), base_recv = atomic_load(&bare_received);
-	conn_close(&bare);
+	long base_pub = atomic_load(&n_puback), base_recv = atomic_load(&bare->received);
+	bare_close();
 	printf("  baseline, no gateway (a bare Paho subscriber counts the chunks):\n");
 	printf("    every device sent its last chunk : %8.3f s\n", t_base);
 	printf("    chunks across the broker         : %8ld (%ld expected; the bare subscriber received %ld, "
@@ -979,6 +1153,7 @@ int main(int argc, char **argv)
 	/* 2. the real daemon: consent for every device, throttle 5 identical */
 	write_config();
 	gw_start();
+	atexit(gw_stop); /* also when a failure exits mid-storm */
 	int64_t ready_by = now_ms() + 30000;
 	while (!(gw_log_has("subscribed") && gw_log_has("running:"))) {
 		if (!gw_alive())
@@ -996,18 +1171,27 @@ int main(int argc, char **argv)
 	double t_gw = storm(&t0);
 	long pub = atomic_load(&n_puback), hellos = atomic_load(&n_hello);
 	/* What crossed the broker may still wait for the gateway: let it drain
-	 * (bounded) before reading its CPU time, so the figure covers the storm. */
+	 * (bounded) before reading its CPU time, so the figure covers the storm.
+	 * Drained means every message read, or no progress for 3 s: the broker
+	 * drops what exceeds its queue limits for the gateway's session. */
 	char stats[2048] = "";
-	long msgs = 0;
-	int64_t drain_by = now_ms() + 60000;
+	long msgs = 0, seen = -1;
+	int64_t drain_by = now_ms() + 60000, last_change = now_ms();
 	while (now_ms() < drain_by && gw_alive()) {
-		if (gw_stat_fresh(stats, sizeof stats) && stat_of(stats, "messages", &msgs) && msgs >= pub + hellos)
-			break;
+		if (gw_stat_fresh(stats, sizeof stats) && stat_of(stats, "messages", &msgs)) {
+			if (msgs != seen) {
+				seen = msgs;
+				last_change = now_ms();
+			}
+			if (msgs >= pub + hellos || now_ms() - last_change >= 3000)
+				break;
+		}
 		sleep_ms(100);
 	}
 	if (gw_pid <= 0)
 		fail("crashgated stopped after the storm");
-	double t_drain = (double)(now_ms() - t0) / 1000.0;
+	double t_drain = (double)(last_change - t0) / 1000.0;
+	bool drained = msgs >= pub + hellos || now_ms() - last_change >= 3000;
 	double gw_cpu = proc_cpu_s(gw_pid) - gw_cpu0;
 	long hwm = proc_kb(gw_pid, "VmHWM:");
 	double b_cpu_gw = broker_pid ? proc_cpu_s(broker_pid) - b_cpu0 : -1;
@@ -1046,15 +1230,24 @@ int main(int argc, char **argv)
 	       pub, without, base_pub);
 	printf("    saved                            : %8.1f %%   (target >= 95 %%)\n",
 	       100.0 * (double)(without - pub) / (double)without);
-	printf("    chunks per device                : %8.2f   (a throttled device: %.2f)\n", (double)pub / ndev,
-	       throttled ? (double)(pub - complete * DUMP_CHUNKS) / (double)throttled : 0.0);
+	for (uint8_t st = CG_ACK_COMPLETE; st <= CG_ACK_THROTTLED; st++) {
+		long at[4], ch[4];
+		if (!final_quantiles(st, t0, at, ch))
+			continue;
+		printf("    %-9s devices: final ack after: median %.3f s, p90 %.3f s, p99 %.3f s, last %.3f s;\n"
+		       "                       chunks sent:     median %ld, p90 %ld, p99 %ld, most %ld\n",
+		       st == CG_ACK_COMPLETE ? "complete" : "throttled", at[0] / 1e3, at[1] / 1e3, at[2] / 1e3,
+		       at[3] / 1e3, ch[0], ch[1], ch[2], ch[3]);
+	}
 	if (have_stored)
 		printf("    dumps stored by crashgated       : %8ld   (expected 5)\n", stored);
 	if (have_thr)
 		printf("    dumps throttled by crashgated    : %8ld\n", gw_throttled);
-	printf("    crashgated CPU (user+system)     : %8.2f s   (from the storm's start until it had read all "
-	       "%ld messages at %.3f s%s)\n", gw_cpu, pub + hellos, t_drain,
-	       msgs >= pub + hellos ? "" : "; NOT drained within 60 s");
+	printf("    crashgated CPU (user+system)     : %8.2f s   (from the storm's start until it had read "
+	       "its last message at %.3f s%s)\n", gw_cpu, t_drain, drained ? "" : "; NOT drained within 60 s");
+	printf("    messages crashgated read         : %8ld of %ld published (chunks and hellos)%s\n", msgs,
+	       pub + hellos, msgs < pub + hellos ? "; the broker dropped the rest (queue limits of the "
+						   "gateway's session, see the broker log)" : "");
 	printf("    crashgated peak RSS (VmHWM)      : %8.1f MiB\n", hwm / 1024.0);
 	if (b_cpu_gw >= 0)
 		printf("    broker CPU                       : %8.2f s   (baseline: %.2f s)\n", b_cpu_gw, b_cpu_base);

@@ -1500,9 +1500,10 @@ static const struct conf_key mqtt_keys[] = {
 	{ .name = "reconnect_max", .type = CONF_DURATION, .offset = MQ(reconnect_max_ms),
 	  .def = "30s", .min = 100, .max = DAY,
 	  .desc = "Longest delay between reconnect attempts; at least reconnect_min." },
-	{ .name = "max_inflight", .type = CONF_UINT32, .offset = MQ(max_inflight), .def = "100",
+	{ .name = "max_inflight", .type = CONF_UINT32, .offset = MQ(max_inflight), .def = "1000",
 	  .min = 1, .max = 65535,
-	  .desc = "Messages to the broker awaiting their acknowledgement (QoS 1)." },
+	  .desc = "Messages to devices (acks, consent) awaiting the broker's acknowledgement "
+		  "(QoS 1); more leave as these are confirmed." },
 	{ .name = "tls", .type = CONF_SECTION, .flags = CONF_PRESENCE, .offset = MQ(tls),
 	  .present_off = MQ(tls_enabled), .child = tls_keys,
 	  .desc = "Present = TLS to the broker (needs an ssl:// or mqtts:// uri); `tls: {}` uses "

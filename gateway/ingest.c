@@ -23,7 +23,6 @@
  * answers by tens of seconds; bounded here, they leave as fast as the broker
  * acknowledges them. An identical message still waiting is not queued twice.
  */
-#define PAHO_WINDOW   32       /* our messages inside Paho at once */
 #define OUT_QUEUE_MAX 200000   /* beyond: dropped (a device asks again; consent is republished) */
 #define STALL_MS      30000    /* no completion for this long: Paho lost some; reopen the window */
 
@@ -42,9 +41,12 @@ struct out_item {
 struct cg_ingest {
 	MQTTAsync client;
 	pthread_mutex_t out_lock;  /* guards the queue; never held while calling Paho */
-	struct out_item *out_head, *out_tail, *out_index;
+	/* Two FIFOs: acks first (a device waits for its answer, and in a storm
+	 * every moment costs chunks), then consent signals. */
+	struct out_item *out_head[2], *out_tail[2], *out_index;
 	size_t out_queued;
 	unsigned in_paho;
+	unsigned window;           /* mqtt.max_inflight: what Paho may have in flight */
 	int64_t last_progress;     /* monotonic ms of the last completion */
 	struct cg_reasm *rs;
 	char *uri;
@@ -181,6 +183,7 @@ int cg_ingest_create(const struct cg_config *cfg, struct cg_ingest **out, char *
 		return CG_ERR_NOMEM;
 	pthread_mutex_init(&in->stats_lock, NULL);
 	pthread_mutex_init(&in->out_lock, NULL);
+	in->window = cfg->mqtt.max_inflight;
 	in->cfg = cfg;
 	in->uri = strdup(cfg->mqtt.uri);
 	in->client_id = strdup(cfg->mqtt.client_id);
@@ -296,12 +299,13 @@ static void on_send_failed(void *ctx, MQTTAsync_failureData *r)
 	on_sent(ctx, NULL);
 }
 
-/* Hand queued messages to Paho while fewer than PAHO_WINDOW are inside it. */
+/* Hand queued messages to Paho while fewer than max_inflight are inside it:
+ * beyond that Paho would only queue them (and scan that queue). */
 static void pump(struct cg_ingest *in)
 {
 	for (;;) {
 		pthread_mutex_lock(&in->out_lock);
-		if (in->in_paho >= PAHO_WINDOW && mono_ms() - in->last_progress >= STALL_MS) {
+		if (in->in_paho >= in->window && mono_ms() - in->last_progress >= STALL_MS) {
 			/* Paho reports neither success nor failure for some messages
 			 * (lost with a connection): do not let them close the window. */
 			log_warn("mqtt", "%u messages to devices unconfirmed for %d s; sending more",
@@ -309,11 +313,12 @@ static void pump(struct cg_ingest *in)
 			in->in_paho = 0;
 			in->last_progress = mono_ms();
 		}
-		struct out_item *it = in->in_paho < PAHO_WINDOW ? in->out_head : NULL;
+		int q = in->out_head[0] ? 0 : 1;
+		struct out_item *it = in->in_paho < in->window ? in->out_head[q] : NULL;
 		if (it) {
-			in->out_head = it->next;
-			if (!in->out_head)
-				in->out_tail = NULL;
+			in->out_head[q] = it->next;
+			if (!in->out_head[q])
+				in->out_tail[q] = NULL;
 			if (it->indexed)
 				HASH_DEL(in->out_index, it);
 			in->out_queued--;
@@ -375,11 +380,12 @@ static void enqueue(struct cg_ingest *in, const char *device, const char *kind, 
 			HASH_ADD(hh, in->out_index, key, sizeof it->key, it);
 			it->indexed = true;
 		}
-		if (in->out_tail)
-			in->out_tail->next = it;
+		int q = retained ? 1 : 0;
+		if (in->out_tail[q])
+			in->out_tail[q]->next = it;
 		else
-			in->out_head = it;
-		in->out_tail = it;
+			in->out_head[q] = it;
+		in->out_tail[q] = it;
 		in->out_queued++;
 	}
 	pthread_mutex_unlock(&in->out_lock);
@@ -453,9 +459,11 @@ void cg_ingest_destroy(struct cg_ingest *in)
 	free(in->client_id);
 	free(in->prefix);
 	HASH_CLEAR(hh, in->out_index);
-	for (struct out_item *it = in->out_head, *next; it; it = next) {
-		next = it->next;
-		free(it);
+	for (int q = 0; q < 2; q++) {
+		for (struct out_item *it = in->out_head[q], *next; it; it = next) {
+			next = it->next;
+			free(it);
+		}
 	}
 	pthread_mutex_destroy(&in->out_lock);
 	pthread_mutex_destroy(&in->stats_lock);

@@ -19,6 +19,7 @@
 #define MAX_RANGES_TOTAL    (1u << 20) /* all open dumps together: 8 MiB of range memory */
 #define MAX_MISSING_IN_ACK  64         /* keeps an ack small; the device asks again with hello */
 #define ACK_REPEAT_MS       1000       /* one answer per second for chunks of a finished dump */
+#define ACK_REPEAT_MAX_MS   8000       /* ... backing off to this while the device keeps sending */
 #define MAX_RECENT          100000
 #define MAX_REJECTED        100000
 #define CHUNK_OVERHEAD      (CG_DUMPKEY_MAX + 4) /* key bytes counted against max_store_bytes */
@@ -87,6 +88,8 @@ struct recent {
 	UT_hash_handle hh;
 	struct cg_dumpkey key;
 	int64_t at;
+	uint32_t gap;              /* no other answer before at + gap */
+	bool closed;               /* answered from the index: the dump is finished */
 };
 
 /* A dump rejected recently: further chunks of it are answered, not stored.
@@ -371,12 +374,12 @@ static void busy(struct cg_reasm *rs, const char *device, uint64_t dump_id, cons
 
 /* True at most once per second per dump: answers about dumps that are no
  * longer open, so a device resending a whole dump gets one answer. */
-static bool answer_due(struct cg_reasm *rs, const struct cg_dumpkey *k)
+static bool answer_due_gap(struct cg_reasm *rs, const struct cg_dumpkey *k, bool closed)
 {
 	int64_t now = now_ms(rs);
 	struct recent *r = NULL;
 	HASH_FIND(hh, rs->recent, k->b, k->len, r);
-	if (r && now - r->at < ACK_REPEAT_MS && now >= r->at)
+	if (r && now - r->at < r->gap && now >= r->at)
 		return false;
 	if (!r) {
 		if (HASH_COUNT(rs->recent) >= MAX_RECENT) {
@@ -390,10 +393,29 @@ static bool answer_due(struct cg_reasm *rs, const struct cg_dumpkey *k)
 		if (!r)
 			return true;
 		r->key = *k;
+		r->gap = ACK_REPEAT_MS / 2;   /* doubled below */
 		HASH_ADD(hh, rs->recent, key.b, r->key.len, r);
 	}
 	r->at = now;
+	/* A finished dump whose chunks keep coming (the answer is still on its
+	 * way, or lost): answer again after 1, 2, 4, 8 s, not every second. */
+	r->gap = closed ? (r->gap * 2 > ACK_REPEAT_MAX_MS ? ACK_REPEAT_MAX_MS : r->gap * 2) : ACK_REPEAT_MS;
+	r->closed = closed;
 	return true;
+}
+
+static bool answer_due(struct cg_reasm *rs, const struct cg_dumpkey *k)
+{
+	return answer_due_gap(rs, k, false);
+}
+
+/* Answered from the index less than its gap ago: nothing to look up. */
+static bool answered_recently(struct cg_reasm *rs, const struct cg_dumpkey *k)
+{
+	int64_t now = now_ms(rs);
+	struct recent *r = NULL;
+	HASH_FIND(hh, rs->recent, k->b, k->len, r);
+	return r && r->closed && now - r->at < r->gap && now >= r->at;
 }
 
 /* A final answer (complete, throttled) that must wait for the sync of what
@@ -783,7 +805,11 @@ static int throttle_commit(struct cg_reasm *rs, const struct cg_dumpkey *k, stru
 		return rc;
 	rs->dirty = true;
 	rs->stats.dumps_throttled++;
-	queue_final_ack(rs, rec->device, rec->dump_id, CG_ACK_THROTTLED);
+	/* Answered at once, not after the sync: `throttled` does not report a
+	 * dump the gateway keeps, so a crash before the sync loses at most an
+	 * occurrence count, and in a crash storm every moment the answer waits
+	 * is more chunks crossing the network. */
+	send_ack(rs, rec->device, rec->dump_id, CG_ACK_THROTTLED, NULL, NULL, 0);
 	return CG_OK;
 }
 
@@ -1142,18 +1168,22 @@ static bool answer_closed(struct cg_reasm *rs, const struct cg_dumpkey *k, const
 		HASH_DEL(rs->rejected, rj);
 		free(rj);
 	}
+	/* The rest of a throttled or stored dump keeps arriving until the
+	 * device hears the answer: no store read for each of those chunks. */
+	if (answered_recently(rs, k))
+		return true;
 	struct cg_index_entry ie;
 	int rc = cg_store_index_get(rs->st, k, &ie);
 	if (rc == CG_OK && ie.status == CG_DUMP_THROTTLED) {
-		if (answer_due(rs, k))
-			queue_final_ack(rs, device, dump_id, CG_ACK_THROTTLED);
+		if (answer_due_gap(rs, k, true))
+			send_ack(rs, device, dump_id, CG_ACK_THROTTLED, NULL, NULL, 0);
 		return true;
 	}
 	if (rc == CG_OK && ie.status != CG_DUMP_REJECTED) {
 		/* Sent again after it was stored: stored once, answered `complete`
 		 * once the store is synced (the commit may still be in flight). */
 		rs->stats.dumps_duplicate++;
-		if (answer_due(rs, k))
+		if (answer_due_gap(rs, k, true))
 			queue_final_ack(rs, device, dump_id, CG_ACK_COMPLETE);
 		return true;
 	}
@@ -1583,7 +1613,10 @@ void cg_reasm_tick(struct cg_reasm *rs)
 	}
 	struct recent *r, *rtmp;
 	HASH_ITER(hh, rs->recent, r, rtmp) {
-		if (now - r->at >= ACK_REPEAT_MS || now < r->at) {
+		/* A finished dump's entry outlives its gap, so that the next gap
+		 * can double. */
+		int64_t keep = r->closed ? 2 * ACK_REPEAT_MAX_MS : r->gap;
+		if (now - r->at >= keep || now < r->at) {
 			HASH_DEL(rs->recent, r);
 			free(r);
 		}

@@ -320,7 +320,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c->mqtt.keepalive_ms, 30000);
 	assert_int_equal(c->mqtt.reconnect_min_ms, 1000);
 	assert_int_equal(c->mqtt.reconnect_max_ms, 30000);
-	assert_int_equal(c->mqtt.max_inflight, 100);
+	assert_int_equal(c->mqtt.max_inflight, 1000);
 	assert_false(c->mqtt.tls_enabled);
 	assert_null(c->mqtt.tls.ca_file);
 	assert_null(c->mqtt.tls.cert_file);
@@ -1040,7 +1040,7 @@ static void test_reference(void **state)
 	assert_non_null(strstr(ref, "| `max_chunk_bytes` | size | `64KiB` | 16B .. 1MiB |"));
 	assert_non_null(strstr(ref, "| `reassembly_timeout` | duration | `10m` | 1s .. 7d |"));
 	assert_non_null(strstr(ref, "| `max_store_bytes` | size | `2GiB` | >= 1KiB |"));
-	assert_non_null(strstr(ref, "| `max_inflight` | integer | `100` | 1 .. 65535 |"));
+	assert_non_null(strstr(ref, "| `max_inflight` | integer | `1000` | 1 .. 65535 |"));
 	assert_non_null(strstr(ref, "| `verify_hostname` | boolean | `true` |"));
 	assert_non_null(strstr(ref, "| `username` | string | none |"));
 	assert_non_null(strstr(ref, "See `mqtt.tls`."));

@@ -46,6 +46,7 @@ struct cg_ingest {
 	struct out_item *out_head[2], *out_tail[2], *out_index;
 	size_t out_queued;
 	unsigned in_paho;
+	unsigned in_paho_consent;  /* of those, consent signals: at most half the window */
 	unsigned window;           /* mqtt.max_inflight: what Paho may have in flight */
 	int64_t last_progress;     /* monotonic ms of the last completion */
 	struct cg_reasm *rs;
@@ -279,24 +280,45 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
 
 static void pump(struct cg_ingest *in);
 
-static void on_sent(void *ctx, MQTTAsync_successData *r)
+static void sent(struct cg_ingest *in, bool consent)
 {
-	struct cg_ingest *in = ctx;
-	(void)r;
 	pthread_mutex_lock(&in->out_lock);
 	if (in->in_paho)
 		in->in_paho--;
+	if (consent && in->in_paho_consent)
+		in->in_paho_consent--;
 	in->last_progress = mono_ms();
 	pthread_mutex_unlock(&in->out_lock);
 	pump(in);
 }
 
-static void on_send_failed(void *ctx, MQTTAsync_failureData *r)
+static void on_sent_ack(void *ctx, MQTTAsync_successData *r)
 {
-	struct cg_ingest *in = ctx;
+	(void)r;
+	sent(ctx, false);
+}
+
+static void on_sent_consent(void *ctx, MQTTAsync_successData *r)
+{
+	(void)r;
+	sent(ctx, true);
+}
+
+static void send_failed(struct cg_ingest *in, MQTTAsync_failureData *r, bool consent)
+{
 	stat_add(in, &in->stats.acks_dropped);
 	log_debug("mqtt", "message to a device not delivered: code %d", r ? r->code : -1);
-	on_sent(ctx, NULL);
+	sent(in, consent);
+}
+
+static void on_failed_ack(void *ctx, MQTTAsync_failureData *r)
+{
+	send_failed(ctx, r, false);
+}
+
+static void on_failed_consent(void *ctx, MQTTAsync_failureData *r)
+{
+	send_failed(ctx, r, true);
 }
 
 /* Hand queued messages to Paho while fewer than max_inflight are inside it:
@@ -310,11 +332,15 @@ static void pump(struct cg_ingest *in)
 			 * (lost with a connection): do not let them close the window. */
 			log_warn("mqtt", "%u messages to devices unconfirmed for %d s; sending more",
 				 in->in_paho, STALL_MS / 1000);
-			in->in_paho = 0;
+			in->in_paho = in->in_paho_consent = 0;
 			in->last_progress = mono_ms();
 		}
+		/* Acks first; consent signals fill at most half the window, so a
+		 * burst of them (10,000 new devices) never delays an answer. */
 		int q = in->out_head[0] ? 0 : 1;
 		struct out_item *it = in->in_paho < in->window ? in->out_head[q] : NULL;
+		if (q == 1 && in->in_paho_consent >= (in->window + 1) / 2)
+			it = NULL;
 		if (it) {
 			in->out_head[q] = it->next;
 			if (!in->out_head[q])
@@ -324,6 +350,8 @@ static void pump(struct cg_ingest *in)
 			in->out_queued--;
 			if (in->in_paho++ == 0)
 				in->last_progress = mono_ms();
+			if (q == 1)
+				in->in_paho_consent++;
 		}
 		pthread_mutex_unlock(&in->out_lock);
 		if (!it)
@@ -334,8 +362,8 @@ static void pump(struct cg_ingest *in)
 		m.qos = 1;
 		m.retained = it->retained;
 		MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-		ro.onSuccess = on_sent;
-		ro.onFailure = on_send_failed;
+		ro.onSuccess = it->retained ? on_sent_consent : on_sent_ack;
+		ro.onFailure = it->retained ? on_failed_consent : on_failed_ack;
 		ro.context = in;
 		int rc = MQTTAsync_sendMessage(in->client, it->topic, &m, &ro);
 		if (rc != MQTTASYNC_SUCCESS) {
@@ -344,6 +372,8 @@ static void pump(struct cg_ingest *in)
 			log_debug("mqtt", "message to %s not queued: %s", it->topic, MQTTAsync_strerror(rc));
 			pthread_mutex_lock(&in->out_lock);
 			in->in_paho--;
+			if (it->retained)
+				in->in_paho_consent--;
 			pthread_mutex_unlock(&in->out_lock);
 		}
 		free(it);

@@ -6,6 +6,8 @@ pkgs=(
   build-essential cmake pkg-config             # toolchain
   libpaho-mqtt-dev libcbor-dev librocksdb-dev  # MQTT client, CBOR, store
   libssl-dev libyaml-dev zlib1g-dev uthash-dev libjansson-dev
+  libcurl4-openssl-dev libzstd-dev             # http and sentry output plugins
+  libmicrohttpd-dev                            # admin endpoint, test HTTP servers
   mosquitto mosquitto-clients openssl python3  # broker and tools for demo and tests
   libcmocka-dev                                # unit tests
   clang libclang-rt-14-dev                     # fuzzing (libFuzzer)

@@ -26,6 +26,8 @@
  */
 #include "config.h"
 
+#include "crashgate/plugin.h"
+
 #include <errno.h>
 #include <fnmatch.h>
 #include <fcntl.h>
@@ -69,6 +71,8 @@ enum conf_type {
 	CONF_TIME,      /* uint64_t unix ms from an RFC 3339 timestamp; 0 = unset */
 	CONF_STRLIST,   /* a sequence of strings: char ** at offset + size_t count;
 	                 * min/max bound the entries, check applies to each */
+	CONF_EXTRA,     /* struct cg_conf_extras at offset: the mapping's other keys,
+	                 * kept as text for a table that is not known yet (plugins) */
 };
 
 enum {
@@ -690,6 +694,7 @@ static const char *type_name(enum conf_type t)
 	case CONF_ENUM: return "enum";
 	case CONF_TIME: return "timestamp";
 	case CONF_STRLIST: return "list of strings";
+	case CONF_EXTRA: return "plugin keys";
 	}
 	return "?";
 }
@@ -709,6 +714,7 @@ static const char *type_phrase(enum conf_type t)
 	case CONF_ENUM: return "one of the listed values";
 	case CONF_TIME: return "an RFC 3339 timestamp such as 2026-01-31T00:00:00Z";
 	case CONF_STRLIST: return "a list of strings";
+	case CONF_EXTRA: return "the plugin's keys";
 	}
 	return "?";
 }
@@ -898,6 +904,17 @@ static void free_table(const struct conf_key *t, void *base_)
 		case CONF_SECTION:
 			free_table(r->child, field);
 			break;
+		case CONF_EXTRA: {
+			struct cg_conf_extras *x = field;
+			for (size_t i = 0; i < x->n; i++) {
+				free(x->items[i].key);
+				free(x->items[i].value);
+			}
+			free(x->items);
+			free(x->where);
+			memset(x, 0, sizeof *x);
+			break;
+		}
 		case CONF_STRLIST: {
 			char **arr = *(char ***)field;
 			size_t *count = (size_t *)(base + r->count_off);
@@ -1272,6 +1289,44 @@ static int walk_value(struct walk *w, const struct conf_key *r, char *base,
 	return 0;
 }
 
+/* A key left to a plugin: scalars only, kept with their position. */
+static int add_extra(struct walk *w, struct cg_conf_extras *x, const struct node *k,
+		     const struct node *v)
+{
+	if (v->kind == N_ALIAS)
+		return alias_error(w, v);
+	if (v->kind != N_SCALAR || is_null(v) || memchr(v->text, '\0', v->len)) {
+		werr(w, v->line, v->col, "expected a scalar value, got %s", kind_name(v));
+		return -1;
+	}
+	for (size_t i = 0; i < x->n; i++) {
+		if (strlen(x->items[i].key) == k->len && memcmp(x->items[i].key, k->text, k->len) == 0) {
+			werr(w, k->line, k->col, "duplicate key (first at %u:%u)", x->items[i].line,
+			     x->items[i].col);
+			return -1;
+		}
+	}
+	struct cg_conf_extra *n = realloc(x->items, (x->n + 1) * sizeof *n);
+	if (!n) {
+		werr(w, 0, 0, "out of memory");
+		return -1;
+	}
+	x->items = n;
+	struct cg_conf_extra *e = &x->items[x->n];
+	e->key = strndup(k->text, k->len);
+	e->value = strndup(v->text, v->len);
+	e->line = v->line;
+	e->col = v->col;
+	if (!e->key || !e->value) {
+		free(e->key);
+		free(e->value);
+		werr(w, 0, 0, "out of memory");
+		return -1;
+	}
+	x->n++;
+	return 0;
+}
+
 /* Validate mapping M (or a null node: an empty mapping) against table T. */
 static int walk_map(struct walk *w, const struct conf_key *t, char *base, const struct node *m)
 {
@@ -1281,6 +1336,21 @@ static int walk_map(struct walk *w, const struct conf_key *t, char *base, const 
 	if (nrows > MAX_ROWS) {
 		werr(w, m->line, m->col, "internal error: table has more than %d rows", MAX_ROWS);
 		return -1;
+	}
+	const struct conf_key *extra = NULL;
+	for (size_t j = 0; j < nrows; j++)
+		if (t[j].type == CONF_EXTRA)
+			extra = &t[j];
+	if (extra) {
+		struct cg_conf_extras *x = (struct cg_conf_extras *)(base + extra->offset);
+		x->line = m->line;
+		x->col = m->col;
+		free(x->where);
+		x->where = strdup(w->path);
+		if (!x->where) {
+			werr(w, 0, 0, "out of memory");
+			return -1;
+		}
 	}
 	for (size_t i = 0; i < npairs; i++) {
 		const struct node *k = m->kids[2 * i], *v = m->kids[2 * i + 1];
@@ -1305,6 +1375,13 @@ static int walk_map(struct walk *w, const struct conf_key *t, char *base, const 
 			}
 		}
 		old = path_push(w, k->text, k->len);
+		if (!r && extra) {
+			rc = add_extra(w, (struct cg_conf_extras *)(base + extra->offset), k, v);
+			path_pop(w, old);
+			if (rc != 0)
+				return -1;
+			continue;
+		}
 		if (!r) {
 			unknown_key(w, t, k);
 			return -1;
@@ -1462,6 +1539,9 @@ static const struct conf_key gateway_keys[] = {
 	  .def = "20ms", .min = 1, .max = 1000,
 	  .desc = "Store group commit: how long written chunks may wait for one fsync before "
 		  "they are acknowledged." },
+	{ .name = "plugin_dir", .type = CONF_PATH, .offset = GW(plugin_dir),
+	  .desc = "Directory of the output plugins; absent = $CRASHGATE_PLUGIN_DIR, else the "
+		  "directory the build installs them to." },
 	{ 0 }
 };
 
@@ -1585,7 +1665,6 @@ static int check_device_glob(const void *field, char *msg, size_t msglen)
 #define GR(f)   offsetof(struct cg_group_config, f)
 #define CF(f)   offsetof(struct cg_config, f)
 
-static const char *const upstream_kinds[] = { "http", "sentry", "mqtt", "file", NULL };
 static const char *const consent_values[] = { "disabled", "enabled", NULL };
 
 static const struct conf_key batch_keys[] = {
@@ -1600,24 +1679,45 @@ static const struct conf_key batch_keys[] = {
 	{ 0 }
 };
 
+static int check_kind(const void *field, char *msg, size_t msglen)
+{
+	const char *s = *(char *const *)field;
+	size_t n = strlen(s);
+	char shown[48];
+
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			n = 0;
+	if (n >= 1 && n <= 32)
+		return 0;
+	snprintf(msg, msglen, "'%s' is not a plugin kind: 1 to 32 of a-z 0-9 _ (http, sentry, mqtt, "
+		 "file, ...)", echo(s, strlen(s), shown, sizeof shown));
+	return -1;
+}
+
+static const struct conf_key retry_keys[] = {
+	{ .name = "min", .type = CONF_DURATION, .offset = UP(retry.min_ms) - UP(retry), .def = "1s",
+	  .min = 10, .max = HOUR, .desc = "First wait after a transient failure (full jitter)." },
+	{ .name = "max", .type = CONF_DURATION, .offset = UP(retry.max_ms) - UP(retry), .def = "5m",
+	  .min = 10, .max = DAY, .desc = "Longest wait between attempts; at least min." },
+	{ 0 }
+};
+
 static const struct conf_key upstream_keys[] = {
 	{ .name = "name", .type = CONF_STRING, .flags = CONF_REQUIRED, .offset = UP(name),
 	  .max = 64, .check = check_gateway_id,
 	  .desc = "Name of the upstream, unique across regions (A-Z a-z 0-9 . _ -)." },
-	{ .name = "kind", .type = CONF_ENUM, .flags = CONF_REQUIRED, .offset = UP(kind),
-	  .values = upstream_kinds, .desc = "Output plugin that delivers to it." },
-	{ .name = "url", .type = CONF_STRING, .offset = UP(url), .max = 2048,
-	  .desc = "http: the collector's URL." },
-	{ .name = "dsn_file", .type = CONF_PATH, .offset = UP(dsn_file),
-	  .desc = "sentry: file whose first line is the DSN (a secret, never logged)." },
-	{ .name = "path", .type = CONF_PATH, .offset = UP(path),
-	  .desc = "file: directory that receives one file per batch." },
-	{ .name = "uri", .type = CONF_STRING, .offset = UP(uri), .max = 1024, .check = check_uri,
-	  .desc = "mqtt: the cloud broker (ssl:// or mqtts:// for TLS)." },
-	{ .name = "topic", .type = CONF_STRING, .offset = UP(topic), .max = 256,
-	  .check = check_topic_prefix, .desc = "mqtt: topic of the batch messages." },
+	{ .name = "kind", .type = CONF_STRING, .flags = CONF_REQUIRED, .offset = UP(kind),
+	  .max = 32, .check = check_kind,
+	  .desc = "Output plugin that delivers to it: crashgate_out_<kind>.so in the plugin "
+		  "directory (shipped: http, sentry, mqtt, file)." },
 	{ .name = "batch", .type = CONF_SECTION, .offset = UP(batch), .child = batch_keys,
 	  .desc = "When a batch is sent: whichever limit is reached first." },
+	{ .name = "retry", .type = CONF_SECTION, .offset = UP(retry), .child = retry_keys,
+	  .desc = "Backoff after transient failures (full jitter, honouring Retry-After)." },
+	{ .name = "*", .type = CONF_EXTRA, .offset = UP(options),
+	  .desc = "Every other key belongs to the plugin of `kind`; see its README "
+		  "(plugins/<kind>/README.md). Checked at start and by check-config." },
 	{ 0 }
 };
 
@@ -1773,26 +1873,6 @@ static void err_at(struct walk *w, const void *field, bool container, const void
 	va_end(ap);
 }
 
-static const char *const upstream_needs[][2] = {
-	[CG_UPSTREAM_HTTP] = { "url", NULL },
-	[CG_UPSTREAM_SENTRY] = { "dsn_file", NULL },
-	[CG_UPSTREAM_MQTT] = { "uri", "topic" },
-	[CG_UPSTREAM_FILE] = { "path", NULL },
-};
-
-static const char *upstream_value(const struct cg_upstream_config *u, const char *key)
-{
-	if (strcmp(key, "url") == 0)
-		return u->url;
-	if (strcmp(key, "dsn_file") == 0)
-		return u->dsn_file;
-	if (strcmp(key, "uri") == 0)
-		return u->uri;
-	if (strcmp(key, "topic") == 0)
-		return u->topic;
-	return u->path;
-}
-
 /*
  * Regions, upstreams and groups (SPEC §6, §8). A consenting group whose
  * region has no upstream is refused here, so that no dump is ever stored
@@ -1814,15 +1894,13 @@ static int check_policy(struct walk *w, const struct cg_config *c)
 		}
 		for (size_t j = 0; j < r->n_upstreams; j++) {
 			const struct cg_upstream_config *u = &r->upstreams[j];
-			snprintf(key, sizeof key, "regions.%s.upstreams[%zu]", name, j);
-			for (int n = 0; n < 2; n++) {
-				const char *need = upstream_needs[u->kind][n];
-				if (need && !upstream_value(u, need)) {
-					err_at(w, &u->kind, false, u, key, "an upstream of kind %s needs %s",
-					       upstream_kinds[u->kind], need);
-					return -1;
-				}
+			snprintf(key, sizeof key, "regions.%s.upstreams[%zu].retry", name, j);
+			if (u->retry.min_ms > u->retry.max_ms) {
+				err_at(w, &u->retry.max_ms, false, &u->retry, key,
+				       "max is below min");
+				return -1;
 			}
+			snprintf(key, sizeof key, "regions.%s.upstreams[%zu]", name, j);
 			/* Names identify queues and dead letters: unique across regions. */
 			for (size_t a = 0; a <= i; a++) {
 				for (size_t b = 0; b < c->regions[a].n_upstreams; b++) {
@@ -2038,6 +2116,119 @@ const char *cg_config_group_region(const struct cg_config *cfg, const struct cg_
 	if (!g || !g->region || strcmp(g->region, "None") == 0)
 		return cfg->default_region;
 	return g->region;
+}
+
+/* ---- plugin options -------------------------------------------------------- */
+
+#define MAX_PLUGIN_ROWS 64
+
+/* A plugin's row as one of ours, so that plugin keys obey the same syntax,
+ * bounds and messages as the core's. Returns -1 on a type we do not know. */
+static int plugin_row(const struct cg_plugin_option *o, struct conf_key *r)
+{
+	static const enum conf_type map[] = {
+		[CG_OPT_STRING] = CONF_STRING, [CG_OPT_PATH] = CONF_PATH, [CG_OPT_BOOL] = CONF_BOOL,
+		[CG_OPT_UINT32] = CONF_UINT32, [CG_OPT_SIZE] = CONF_SIZE,
+		[CG_OPT_DURATION] = CONF_DURATION, [CG_OPT_ENUM] = CONF_ENUM,
+	};
+	if (o->type < CG_OPT_STRING || o->type > CG_OPT_ENUM)
+		return -1;
+	*r = (struct conf_key){ .name = o->name, .type = map[o->type],
+				.flags = (o->flags & CG_OPT_REQUIRED) ? CONF_REQUIRED : 0,
+				.offset = o->offset, .def = o->def, .min = o->min, .max = o->max,
+				.desc = o->desc, .values = o->values };
+	return 0;
+}
+
+static int plugin_table(const struct cg_plugin_option *table, struct conf_key *rows, size_t *n)
+{
+	size_t i = 0;
+	for (; table && table[i].name; i++)
+		if (i + 1 >= MAX_PLUGIN_ROWS || plugin_row(&table[i], &rows[i]) != 0)
+			return -1;
+	rows[i] = (struct conf_key){ 0 };
+	*n = i;
+	return 0;
+}
+
+int cg_config_apply_options(const struct cg_config *cfg, const struct cg_upstream_config *u,
+			    const char *kind, const struct cg_plugin_option *table, void *base_,
+			    char *err, size_t errlen)
+{
+	const struct cg_conf_extras *x = &u->options;
+	const char *where = x->where ? x->where : u->name;
+	struct conf_key rows[MAX_PLUGIN_ROWS];
+	char *base = base_, key[400], msg[240];
+	size_t n;
+
+	if (plugin_table(table, rows, &n) != 0) {
+		fmt_err(err, errlen, cfg->path, x->line, x->col, where,
+			"the %s plugin declares an option table this gateway cannot read", kind);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (rows[i].def && convert(&rows[i], rows[i].def, strlen(rows[i].def),
+					   base + rows[i].offset, msg, sizeof msg) != 0) {
+			fmt_err(err, errlen, cfg->path, x->line, x->col, where,
+				"the %s plugin's default for %s is invalid: %s", kind, rows[i].name, msg);
+			return -1;
+		}
+	}
+	for (size_t e = 0; e < x->n; e++) {
+		const struct cg_conf_extra *it = &x->items[e];
+		const struct conf_key *r = NULL;
+		for (size_t i = 0; i < n && !r; i++)
+			if (strcmp(rows[i].name, it->key) == 0)
+				r = &rows[i];
+		snprintf(key, sizeof key, "%s.%s", where, it->key);
+		if (!r) {
+			char known[200] = "";
+			for (size_t i = 0; i < n; i++)
+				snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+					 i ? ", " : "", rows[i].name);
+			fmt_err(err, errlen, cfg->path, it->line, it->col, key,
+				"unknown key (the %s plugin takes: %s)", kind, n ? known : "no keys");
+			return -1;
+		}
+		if (convert(r, it->value, strlen(it->value), base + r->offset, msg, sizeof msg) != 0) {
+			fmt_err(err, errlen, cfg->path, it->line, it->col, key, "%s", msg);
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!(rows[i].flags & CONF_REQUIRED))
+			continue;
+		bool given = false;
+		for (size_t e = 0; e < x->n && !given; e++)
+			given = strcmp(x->items[e].key, rows[i].name) == 0;
+		if (!given) {
+			snprintf(key, sizeof key, "%s.%s", where, rows[i].name);
+			fmt_err(err, errlen, cfg->path, x->line, x->col, key,
+				"required key is missing (the %s plugin needs it)", kind);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void cg_config_free_options(const struct cg_plugin_option *table, void *base)
+{
+	struct conf_key rows[MAX_PLUGIN_ROWS];
+	size_t n;
+	if (base && plugin_table(table, rows, &n) == 0)
+		free_table(rows, base);
+}
+
+#ifndef CG_PLUGIN_DEFAULT_DIR
+#define CG_PLUGIN_DEFAULT_DIR "/usr/local/lib/crashgate/plugins"
+#endif
+
+const char *cg_config_plugin_dir(const struct cg_config *cfg)
+{
+	const char *env = getenv("CRASHGATE_PLUGIN_DIR");
+	if (cfg && cfg->gateway.plugin_dir)
+		return cfg->gateway.plugin_dir;
+	return env && *env ? env : CG_PLUGIN_DEFAULT_DIR;
 }
 
 void cg_config_free(struct cg_config *cfg)

@@ -18,23 +18,36 @@ struct cg_tls_config {
 	bool verify_hostname;       /* default true */
 };
 
-enum cg_upstream_kind { CG_UPSTREAM_HTTP, CG_UPSTREAM_SENTRY, CG_UPSTREAM_MQTT, CG_UPSTREAM_FILE };
+/* A key of a mapping whose table leaves it to someone else (an output
+ * plugin's own options): kept as text with its position, validated later
+ * against the plugin's table (cg_config_apply_options). */
+struct cg_conf_extra {
+	char *key;
+	char *value;                /* scalar text */
+	unsigned line, col;
+};
 
-/* One upstream of a region (SPEC §8). Forwarding is built on these; the
- * policy only needs to know that a region has at least one. */
+struct cg_conf_extras {
+	struct cg_conf_extra *items;
+	size_t n;
+	char *where;                /* key path of the mapping ("regions.EU.upstreams[0]") */
+	unsigned line, col;         /* where the mapping starts */
+};
+
+/* One upstream of a region (SPEC §8). */
 struct cg_upstream_config {
 	char *name;                 /* unique across all regions */
-	uint32_t kind;              /* enum cg_upstream_kind */
-	char *url;                  /* http */
-	char *dsn_file;             /* sentry: file holding the DSN (a secret) */
-	char *path;                 /* file: the output directory */
-	char *uri;                  /* mqtt: the cloud broker */
-	char *topic;                /* mqtt */
+	char *kind;                 /* output plugin: crashgate_out_<kind>.so */
 	struct {
 		uint32_t max_dumps;
 		uint64_t max_bytes;
 		uint64_t max_delay_ms;
 	} batch;
+	struct {
+		uint64_t min_ms;        /* first backoff after a transient failure */
+		uint64_t max_ms;        /* backoff ceiling */
+	} retry;
+	struct cg_conf_extras options;  /* every other key: the plugin's */
 };
 
 struct cg_region_config {
@@ -66,6 +79,7 @@ struct cg_config {
 		char *id;               /* required: 1–64 of [A-Za-z0-9._-] */
 		char *data_dir;         /* required: RocksDB lives in data_dir/store */
 		uint64_t sync_interval_ms; /* store group-commit interval, default 20 ms, 1..1000 */
+		char *plugin_dir;       /* output plugins; NULL = $CRASHGATE_PLUGIN_DIR or the install dir */
 	} gateway;
 
 	struct {
@@ -117,6 +131,23 @@ const struct cg_group_config *cg_config_group_for(const struct cg_config *cfg, c
 
 /* The region a group's dumps belong to ("None" resolved to default_region). */
 const char *cg_config_group_region(const struct cg_config *cfg, const struct cg_group_config *g);
+
+/*
+ * Validate an upstream's plugin options against the plugin's table (rows of
+ * struct cg_plugin_option) and fill the zeroed struct at base: defaults,
+ * then the values written. Unknown keys, missing required keys and bad
+ * values fail with "FILE:LINE:COL: KEY.PATH: message" in err. Strings are
+ * malloc'd into base; cg_config_free_options releases them.
+ */
+struct cg_plugin_option;
+int cg_config_apply_options(const struct cg_config *cfg, const struct cg_upstream_config *u,
+			    const char *plugin_kind, const struct cg_plugin_option *table, void *base,
+			    char *err, size_t errlen);
+void cg_config_free_options(const struct cg_plugin_option *table, void *base);
+
+/* Where plugins are loaded from: gateway.plugin_dir, else $CRASHGATE_PLUGIN_DIR,
+ * else the directory the build installs them to. */
+const char *cg_config_plugin_dir(const struct cg_config *cfg);
 
 /* Look a region up by name; NULL if absent. */
 const struct cg_region_config *cg_config_region(const struct cg_config *cfg, const char *name);

@@ -17,7 +17,9 @@
 #include <ftw.h>
 
 #include "config.h"
+#include "plugin.h"
 #include "policy.h"
+#include "record.h"
 #include "store.h"
 
 struct ctl {
@@ -30,137 +32,12 @@ struct ctl {
 
 static void rfc3339(int64_t ms, char *out, size_t cap)
 {
-	time_t s = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&s, &tm);
-	size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out + n, cap - n, ".%03dZ", (int)(ms % 1000));
+	cg_record_time(ms, out, cap);
 }
 
-static const char *format_name(const struct cg_dump_record *r)
-{
-	uint32_t f;
-	if (r->has_crash)
-		f = r->crash.format; /* what the decoder found beats what was declared */
-	else if (r->has_format)
-		f = r->format;
-	else
-		return NULL;
-	switch (f) {
-	case CG_FORMAT_ZEPHYR: return "zephyr";
-	case CG_FORMAT_MINIDUMP: return "minidump";
-	case CG_FORMAT_ELF_CORE: return "elf-core";
-	case CG_FORMAT_RAW: return "raw";
-	default: return NULL;
-	}
-}
-
-static void hex(const uint8_t *b, size_t n, char *out)
-{
-	for (size_t i = 0; i < n; i++)
-		sprintf(out + 2 * i, "%02x", b[i]);
-	out[2 * n] = '\0';
-}
-
-static void set_addr(json_t *o, const char *key, uint64_t v)
-{
-	char buf[24];
-	snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-	json_object_set_new(o, key, json_string(buf));
-}
-
-/* SPEC §12 `crash`: addresses as "0x…" strings, fields absent when unknown. */
-static json_t *crash_json(const struct cg_crash *c)
-{
-	json_t *o = json_object();
-	if (c->arch[0])
-		json_object_set_new(o, "arch", json_string(c->arch));
-	if (c->os[0])
-		json_object_set_new(o, "os", json_string(c->os));
-	if (c->reason[0])
-		json_object_set_new(o, "reason", json_string(c->reason));
-	if (c->present & CG_CRASH_HAS_SIGNAL)
-		json_object_set_new(o, "signal", json_integer(c->signal));
-	if (c->present & CG_CRASH_HAS_EXCEPTION_CODE) {
-		char buf[16];
-		snprintf(buf, sizeof buf, "0x%x", c->exception_code);
-		json_object_set_new(o, "exception_code", json_string(buf));
-	}
-	if (c->present & CG_CRASH_HAS_FAULT_ADDRESS)
-		set_addr(o, "fault_address", c->fault_address);
-	if (c->present & CG_CRASH_HAS_PC)
-		set_addr(o, "pc", c->pc);
-	if (c->present & CG_CRASH_HAS_LR)
-		set_addr(o, "lr", c->lr);
-	if (c->present & CG_CRASH_HAS_SP)
-		set_addr(o, "sp", c->sp);
-	if (c->module[0])
-		json_object_set_new(o, "module", json_string(c->module));
-	if (c->present & CG_CRASH_HAS_MODULE_OFFSET)
-		set_addr(o, "module_offset", c->module_offset);
-	if (c->decode_error[0])
-		json_object_set_new(o, "decode_error", json_string(c->decode_error));
-	return o;
-}
-
-/* The dump record of SPEC §12; fields absent when unknown. */
 static json_t *record_json(struct ctl *c, const struct cg_dump_record *r)
 {
-	json_t *o = json_object();
-	char buf[512];
-	if (r->status != CG_DUMP_OPEN) {
-		cg_dump_stable_id(c->gateway, r, buf, sizeof buf);
-		json_object_set_new(o, "id", json_string(buf));
-		json_object_set_new(o, "seq", json_integer((json_int_t)r->seq));
-	}
-	json_object_set_new(o, "device", json_string(r->device));
-	json_object_set_new(o, "dump_id", json_integer((json_int_t)r->dump_id));
-	json_object_set_new(o, "status", json_string(cg_dump_status_name(r->status)));
-	json_object_set_new(o, "size", json_integer((json_int_t)r->size));
-	json_object_set_new(o, "chunks", json_integer(r->chunks));
-	if (r->received_at_ms) {
-		rfc3339(r->received_at_ms, buf, sizeof buf);
-		json_object_set_new(o, "received_at", json_string(buf));
-	}
-	if (r->first_seen_ms) {
-		rfc3339(r->first_seen_ms, buf, sizeof buf);
-		json_object_set_new(o, "first_seen", json_string(buf));
-	}
-	if (format_name(r))
-		json_object_set_new(o, "format", json_string(format_name(r)));
-	if (r->build_id_len) {
-		hex(r->build_id, r->build_id_len, buf);
-		json_object_set_new(o, "build_id", json_string(buf));
-	} else if (r->has_crash && r->crash.build_id_len) {
-		hex(r->crash.build_id, r->crash.build_id_len, buf);
-		json_object_set_new(o, "build_id", json_string(buf));
-	}
-	if (r->fw_version[0])
-		json_object_set_new(o, "fw_version", json_string(r->fw_version));
-	if (r->has_crc32) {
-		snprintf(buf, sizeof buf, "0x%08x", r->crc32);
-		json_object_set_new(o, "crc32", json_string(buf));
-	}
-	if (r->reason[0])
-		json_object_set_new(o, "reason", json_string(r->reason));
-	if (r->signature[0]) {
-		json_object_set_new(o, "signature", json_string(r->signature));
-		/* How often this crash happened (stored and throttled), from the
-		 * gateway's counts; absent when they are gone (history retention). */
-		struct cg_sig_stats *ss = malloc(sizeof *ss);
-		if (ss && cg_sig_stats_load(c->st, r->signature, ss) == CG_OK && ss->stored + ss->throttled)
-			json_object_set_new(o, "occurrences", json_integer((json_int_t)(ss->stored + ss->throttled)));
-		free(ss);
-	}
-	if (r->group[0])
-		json_object_set_new(o, "group", json_string(r->group));
-	if (r->region[0])
-		json_object_set_new(o, "region", json_string(r->region));
-	if (r->body_deleted)
-		json_object_set_new(o, "bytes_deleted", json_true());
-	if (r->has_crash)
-		json_object_set_new(o, "crash", crash_json(&r->crash));
-	return o;
+	return cg_record_json(c->gateway, c->st, r);
 }
 
 static int collect_record(void *ctx, const struct cg_dump_record *r)
@@ -406,6 +283,11 @@ int main(int argc, char **argv)
 		}
 		if (cg_config_load(p, &cfg, err, sizeof err) != 0) {
 			fprintf(stderr, "%s\n", err);
+			return 3;
+		}
+		if (cg_outputs_check(cfg, err, sizeof err) != 0) {   /* plugins and their keys */
+			fprintf(stderr, "%s\n", err);
+			cg_config_free(cfg);
 			return 3;
 		}
 		printf("%s: ok\n", p);

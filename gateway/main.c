@@ -23,6 +23,7 @@
 #include "config.h"
 #include "ingest.h"
 #include "log.h"
+#include "plugin.h"
 #include "reassembly.h"
 #include "store.h"
 
@@ -111,6 +112,12 @@ static int check_config(const char *path)
 	char err[1024];
 	if (cg_config_load(path, &cfg, err, sizeof err) != 0) {
 		fprintf(stderr, "%s\n", err);
+		return 3;
+	}
+	/* Each upstream's plugin is loaded and its options checked too. */
+	if (cg_outputs_check(cfg, err, sizeof err) != 0) {
+		fprintf(stderr, "%s\n", err);
+		cg_config_free(cfg);
 		return 3;
 	}
 	printf("%s: ok\n", path);

@@ -131,6 +131,7 @@ static const char full_yaml[] =
 	"  id: Site_1.a-b\n"
 	"  data_dir: /srv/cg\n"
 	"  sync_interval: 5ms\n"
+	"  plugin_dir: /opt/cg/plugins\n"
 	"mqtt:\n"
 	"  uri: mqtts://broker.example:8883\n"
 	"  client_id: gw-1\n"
@@ -165,7 +166,7 @@ static const char full_yaml[] =
 	"  US:\n"
 	"    upstreams:\n"
 	"      - { name: us-sentry, kind: sentry, dsn_file: /run/dsn }\n"
-	"      - { name: us-files, kind: file, path: /srv/out }\n"
+	"      - { name: us-files, kind: file, path: /srv/out, retry: { min: 2s, max: 1m } }\n"
 	"groups:\n"
 	"  - name: DW100/Marketing\n"
 	"    devices: [\"dw100-*\", \"dw1[0-9][0-9]x-?\"]\n"
@@ -214,20 +215,31 @@ static void check_full_policy(const struct cg_config *c)
 	assert_null(cg_config_region(c, "UK"));
 	assert_int_equal(eu->n_upstreams, 2);
 	assert_string_equal(eu->upstreams[0].name, "eu-collector");
-	assert_int_equal(eu->upstreams[0].kind, CG_UPSTREAM_HTTP);
-	assert_string_equal(eu->upstreams[0].url, "https://eu.example/api/crashes");
+	assert_string_equal(eu->upstreams[0].kind, "http");
+	/* The plugin's own keys are kept as text, with their position. */
+	assert_int_equal(eu->upstreams[0].options.n, 1);
+	assert_string_equal(eu->upstreams[0].options.items[0].key, "url");
+	assert_string_equal(eu->upstreams[0].options.items[0].value, "https://eu.example/api/crashes");
+	assert_int_equal(eu->upstreams[0].options.items[0].line, 34);
+	assert_string_equal(eu->upstreams[0].options.where, "regions.EU.upstreams[0]");
+	assert_int_equal(eu->upstreams[0].retry.min_ms, 1000);
+	assert_int_equal(eu->upstreams[0].retry.max_ms, 300000);
 	assert_int_equal(eu->upstreams[0].batch.max_dumps, 16);
 	assert_int_equal(eu->upstreams[0].batch.max_bytes, 8ull << 20);
 	assert_int_equal(eu->upstreams[0].batch.max_delay_ms, 2000);
-	assert_int_equal(eu->upstreams[1].kind, CG_UPSTREAM_MQTT);
-	assert_string_equal(eu->upstreams[1].topic, "crash/eu");
+	assert_string_equal(eu->upstreams[1].kind, "mqtt");
+	assert_int_equal(eu->upstreams[1].options.n, 2);
+	assert_string_equal(eu->upstreams[1].options.items[1].key, "topic");
+	assert_string_equal(eu->upstreams[1].options.items[1].value, "crash/eu");
 	assert_int_equal(eu->upstreams[1].batch.max_dumps, 32);   /* defaults */
 	assert_int_equal(eu->upstreams[1].batch.max_bytes, 4ull << 20);
 	assert_int_equal(eu->upstreams[1].batch.max_delay_ms, 5000);
-	assert_int_equal(us->upstreams[0].kind, CG_UPSTREAM_SENTRY);
-	assert_string_equal(us->upstreams[0].dsn_file, "/run/dsn");
-	assert_int_equal(us->upstreams[1].kind, CG_UPSTREAM_FILE);
-	assert_string_equal(us->upstreams[1].path, "/srv/out");
+	assert_string_equal(us->upstreams[0].kind, "sentry");
+	assert_string_equal(us->upstreams[0].options.items[0].value, "/run/dsn");
+	assert_string_equal(us->upstreams[1].kind, "file");
+	assert_string_equal(us->upstreams[1].options.items[0].key, "path");
+	assert_int_equal(us->upstreams[1].retry.min_ms, 2000);
+	assert_int_equal(us->upstreams[1].retry.max_ms, 60000);
 	assert_int_equal(c->n_groups, 2);
 	const struct cg_group_config *g = &c->groups[0];
 	assert_string_equal(g->name, "DW100/Marketing");
@@ -289,6 +301,8 @@ static void assert_keys_in(const struct conf_key *t, const char *text)
 {
 	for (const struct conf_key *r = t; r->name; r++) {
 		char needle[80];
+		if (r->type == CONF_EXTRA)
+			continue;   /* the plugin's keys */
 		snprintf(needle, sizeof needle, "%s:", r->name);
 		if (!strstr(text, needle))
 			print_error("key %s is missing\n", r->name);
@@ -1106,11 +1120,13 @@ static void test_policy_errors(void **state)
 		   "t.yaml:5:3: regions.E/U: 'E/U' is not a region name: 1 to 32 of A-Z a-z 0-9 _ -");
 	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [] }\n",
 		   "t.yaml:5:20: regions.EU.upstreams: 0 entries is below the minimum 1");
-	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [ { name: u, kind: http } ] }\n",
-		   "t.yaml:5:33: regions.EU.upstreams[0]: an upstream of kind http needs url");
-	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [ { name: u, kind: ftp } ] }\n",
-		   "t.yaml:5:39: regions.EU.upstreams[0].kind: 'ftp' is not one of: http, sentry, "
-		   "mqtt, file");
+	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [ { name: u, kind: Http } ] }\n",
+		   "t.yaml:5:39: regions.EU.upstreams[0].kind: 'Http' is not a plugin kind: 1 to 32 "
+		   "of a-z 0-9 _ (http, sentry, mqtt, file, ...)");
+	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [ { name: u, kind: file, path: [a] } ] }\n",
+		   "t.yaml:5:51: regions.EU.upstreams[0].path: expected a scalar value, got a list");
+	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [ { name: u, kind: file, retry: { min: 2m, max: 1m } } ] }\n",
+		   "t.yaml:5:63: regions.EU.upstreams[0].retry: max is below min");
 	EXPECT_ERR(BASE "regions:\n  EU: { upstreams: [ { name: u, kind: file, path: /a } ] }\n"
 		   "  US: { upstreams: [ { name: u, kind: file, path: /b } ] }\n",
 		   "t.yaml:6:24: regions.US.upstreams[0]: upstream name 'u' is already used in "

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "forward.h"
 #include "ingest.h"
 #include "log.h"
 #include "plugin.h"
@@ -33,6 +34,7 @@ struct cg_daemon {
 	struct cg_store *store;
 	struct cg_reasm *reasm;
 	struct cg_ingest *ingest;
+	struct cg_forwarder *forwarder;
 	pthread_t committer;
 	atomic_bool stopping;
 };
@@ -65,8 +67,10 @@ static void *committer_main(void *arg)
 	struct cg_daemon *d = arg;
 	int64_t last_tick = mono_ms();
 	while (!atomic_load(&d->stopping)) {
-		cg_reasm_wait(d->reasm, d->cfg->gateway.sync_interval_ms);
+		bool completed = cg_reasm_wait(d->reasm, d->cfg->gateway.sync_interval_ms);
 		cg_reasm_commit(d->reasm);
+		if (completed)
+			cg_forwarder_wake(d->forwarder);
 		if (mono_ms() - last_tick >= 1000) {
 			cg_reasm_tick(d->reasm);
 			last_tick = mono_ms();
@@ -169,6 +173,8 @@ static void reload(struct cg_daemon *d)
 	    str_differs(o->mqtt.password_file, n->mqtt.password_file) ||
 	    o->mqtt.tls_enabled != n->mqtt.tls_enabled)
 		log_warn("main", "reload: the mqtt section takes effect at the next start");
+	if (n->n_regions != o->n_regions)
+		log_warn("main", "reload: regions and upstreams take effect at the next start");
 	cg_reasm_set_config(d->reasm, n);
 	/* The reassembler no longer reads the previous policy. The startup
 	 * configuration stays: the store and the MQTT client hold its values. */
@@ -177,6 +183,11 @@ static void reload(struct cg_daemon *d)
 	d->active = n;
 	log_info("main", "configuration %s reloaded: %zu groups, %zu regions", n->path, n->n_groups,
 		 n->n_regions);
+}
+
+static void forward_freed(void *ctx, uint64_t bytes)
+{
+	cg_reasm_release_bytes(ctx, bytes);
 }
 
 static int run(struct cg_daemon *d)
@@ -215,6 +226,12 @@ static int run(struct cg_daemon *d)
 	if (rc != CG_OK) {
 		log_error("main", "reassembly: %s", cg_strerror(rc));
 		return 1;
+	}
+	/* Upstreams: every plugin loads and starts, or the gateway does not. */
+	rc = cg_forwarder_start(d->cfg, d->store, forward_freed, d->reasm, &d->forwarder, err, sizeof err);
+	if (rc != CG_OK) {
+		log_error("main", "%s", err);
+		return rc == CG_ERR_CONFIG ? 3 : 1;
 	}
 	if (pthread_create(&d->committer, NULL, committer_main, d) != 0) {
 		log_error("main", "cannot start committer thread");
@@ -256,6 +273,8 @@ static int run(struct cg_daemon *d)
 	cg_reasm_wake(d->reasm);
 	pthread_join(d->committer, NULL);
 	cg_reasm_commit(d->reasm);
+	cg_forwarder_stop(d->forwarder);   /* the flush in flight finishes first */
+	d->forwarder = NULL;
 	log_stats(d);
 	return 0;
 }
@@ -324,6 +343,7 @@ int main(int argc, char **argv)
 	if (d.ingest)
 		cg_ingest_stop(d.ingest, 0);
 	cg_ingest_destroy(d.ingest);
+	cg_forwarder_stop(d.forwarder);
 	cg_reasm_destroy(d.reasm);
 	cg_store_close(d.store);
 	if (d.active != d.cfg)

@@ -779,6 +779,45 @@ int cg_store_scan_records(struct cg_store *st, cg_store_record_cb cb, void *ctx)
 	return rc;
 }
 
+int cg_store_scan_records_from(struct cg_store *st, uint64_t from_seq, cg_store_record_cb cb, void *ctx)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->db, st->ro, st->cf[CF_RECORDS]);
+	struct cg_dump_record *rec = malloc(sizeof *rec);
+	int rc = rec ? CG_OK : CG_ERR_NOMEM;
+	uint8_t key[8];
+	be64(key, from_seq);
+	for (rocksdb_iter_seek(it, (const char *)key, 8); rc == CG_OK && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t vlen;
+		const char *val = rocksdb_iter_value(it, &vlen);
+		if (cg_record_decode((const uint8_t *)val, vlen, rec) != CG_OK)
+			continue;
+		if (cb(ctx, rec) != 0)
+			break;
+	}
+	free(rec);
+	rocksdb_iter_destroy(it);
+	return rc;
+}
+
+int cg_store_put_record(struct cg_store *st, const struct cg_dump_record *rec)
+{
+	uint8_t key[8], *enc = NULL;
+	size_t elen = 0;
+	char *rerr = NULL;
+	int rc = cg_record_encode(rec, &enc, &elen);
+	if (rc != CG_OK)
+		return rc;
+	be64(key, rec->seq);
+	rocksdb_put_cf(st->db, st->wo, st->cf[CF_RECORDS], (const char *)key, 8, (const char *)enc, elen, &rerr);
+	free(enc);
+	if (rerr) {
+		rocksdb_free(rerr);
+		return CG_ERR_STORE;
+	}
+	return CG_OK;
+}
+
 int cg_store_get_record(struct cg_store *st, uint64_t seq, struct cg_dump_record *rec)
 {
 	uint8_t key[8];

@@ -206,6 +206,10 @@ int cg_store_scan_open(struct cg_store *st, cg_store_open_cb cb, void *ctx);
 int cg_store_scan_records(struct cg_store *st, cg_store_record_cb cb, void *ctx);
 
 int cg_store_get_record(struct cg_store *st, uint64_t seq, struct cg_dump_record *rec);
+/* Records with seq >= from_seq, in seq order (receipt order). */
+int cg_store_scan_records_from(struct cg_store *st, uint64_t from_seq, cg_store_record_cb cb, void *ctx);
+/* Rewrite a committed record (status changes: forwarded, dead letter). */
+int cg_store_put_record(struct cg_store *st, const struct cg_dump_record *rec);
 /* The bytes of a stored dump; *body is freed with free(). */
 int cg_store_get_body(struct cg_store *st, uint64_t seq, uint8_t **body, size_t *len);
 

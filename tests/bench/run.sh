@@ -6,7 +6,7 @@
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-$src/build}" && pwd)
-export CG_SRC=$src CG_BIN=$build/gateway CG_TEST_TMP=${CG_TEST_TMP:-/tmp}
+export CG_SRC=$src CG_BIN=$build/gateway CG_TEST_TMP=${CG_TEST_TMP:-/tmp} CRASHGATE_PLUGIN_DIR=$build/plugins
 source "$src/tests/integration/lib.sh"
 cg_setup mosquitto
 # The benchmark measures throughput, not authorisation: the shipped broker

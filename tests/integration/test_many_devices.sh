@@ -32,7 +32,7 @@ done
 cg_ctl list --json | python3 -c '
 import json, sys
 rows = json.load(sys.stdin)
-stored = [d for d in rows if d["status"] == "stored"]
+stored = [d for d in rows if d["status"] in ("stored", "forwarded")]
 opened = [d for d in rows if d["status"] == "open"]
 assert len(stored) == 96, len(stored)
 assert not opened, opened

@@ -54,7 +54,7 @@ wait "$pubs" || cg_fail "batch 2 publishers failed"
 cg_gw_start
 expected=$(( ${#DEVS[@]} * 6 ))
 settled() {
-  [[ $(cg_ctl list --json | python3 -c 'import json,sys; print(sum(1 for d in json.load(sys.stdin) if d["status"]=="stored"))') == "$expected" ]]
+  [[ $(cg_ctl list --json | python3 -c 'import json,sys; print(sum(1 for d in json.load(sys.stdin) if d["status"] in ("stored", "forwarded")))') == "$expected" ]]
 }
 cg_wait_for --timeout 60 settled || true
 cg_ctl list --json >"$CG_T/list-a.json"
@@ -66,7 +66,7 @@ for d in rows:
     if d["status"] == "open":
         size = os.path.getsize(os.path.join(sys.argv[2], "%s.%d" % (d["device"], d["dump_id"])))
         lost += (size + 255) // 256 - d["chunks"]
-stored = {(d["device"], d["dump_id"]) for d in rows if d["status"] == "stored"}
+stored = {(d["device"], d["dump_id"]) for d in rows if d["status"] in ("stored", "forwarded")}
 for name in os.listdir(sys.argv[2]):
     dev, i = name.rsplit(".", 1)
     if (dev, int(i)) not in stored and not any(d["device"] == dev and d["dump_id"] == int(i) for d in rows):

@@ -1,0 +1,574 @@
+#include "forward.h"
+
+#include <cbor.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "plugin.h"
+#include "record.h"
+
+#define POLL_MS 500              /* look for new records at least this often */
+
+struct fwd_item {
+	struct cg_dump_record rec;
+	uint8_t *body;
+	size_t body_len;
+	char id[400];
+	char *json;
+	uint8_t *cbor;
+	size_t cbor_len;
+};
+
+struct up {
+	struct cg_forwarder *f;
+	const struct cg_upstream_config *cfg;
+	const char *region;
+	struct cg_output out;
+	struct cg_plugin_host host;
+	void *state;
+	pthread_t thread;
+	bool started;
+	uint64_t cursor;               /* last acknowledged seq; guarded by f->lock for readers */
+	uint32_t attempts;             /* consecutive transient failures */
+	/* the batch being formed */
+	struct fwd_item *items;
+	size_t n, cap;
+	uint64_t bytes;
+	uint64_t upto;                 /* last seq examined that the batch accounts for */
+	bool full;
+};
+
+struct cg_forwarder {
+	const struct cg_config *cfg;
+	struct cg_store *st;
+	cg_forward_freed_fn freed;
+	void *freed_ctx;
+	struct up *ups;
+	size_t n;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stopping;
+	uint64_t wakes;
+};
+
+static int64_t wall_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+size_t cg_forward_key(uint8_t *out, size_t cap, const char *upstream, char what)
+{
+	size_t n = strlen(upstream);
+	if (n + 3 > cap)
+		return 0;
+	out[0] = 'f';
+	memcpy(out + 1, upstream, n);
+	out[1 + n] = 0;
+	out[2 + n] = (uint8_t)what;
+	return n + 3;
+}
+
+/* ---- the host side of the plugin ABI ---- */
+
+static void host_log(const struct cg_plugin_host *h, int level, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	switch (level) {
+	case CG_PLOG_DEBUG: log_debug("forward", "%s: %s", h->upstream, msg); break;
+	case CG_PLOG_INFO: log_info("forward", "%s: %s", h->upstream, msg); break;
+	case CG_PLOG_WARN: log_warn("forward", "%s: %s", h->upstream, msg); break;
+	default: log_error("forward", "%s: %s", h->upstream, msg); break;
+	}
+}
+
+static cbor_item_t *json_to_cbor(json_t *j)
+{
+	switch (json_typeof(j)) {
+	case JSON_OBJECT: {
+		cbor_item_t *m = cbor_new_definite_map(json_object_size(j));
+		const char *k;
+		json_t *v;
+		json_object_foreach(j, k, v) {
+			cbor_item_t *cv = json_to_cbor(v);
+			if (!m || !cv || !cbor_map_add(m, (struct cbor_pair){ .key = cbor_move(cbor_build_string(k)),
+									  .value = cbor_move(cv) })) {
+				if (m)
+					cbor_decref(&m);
+				return NULL;
+			}
+		}
+		return m;
+	}
+	case JSON_ARRAY: {
+		cbor_item_t *a = cbor_new_definite_array(json_array_size(j));
+		size_t i;
+		json_t *v;
+		json_array_foreach(j, i, v) {
+			cbor_item_t *cv = json_to_cbor(v);
+			if (!a || !cv || !cbor_array_push(a, cbor_move(cv))) {
+				if (a)
+					cbor_decref(&a);
+				return NULL;
+			}
+		}
+		return a;
+	}
+	case JSON_STRING: return cbor_build_string(json_string_value(j));
+	case JSON_INTEGER: {
+		json_int_t v = json_integer_value(j);
+		return v >= 0 ? cbor_build_uint64((uint64_t)v) : cbor_build_negint64((uint64_t)(-1 - v));
+	}
+	case JSON_REAL: return cbor_build_float8(json_real_value(j));
+	case JSON_TRUE: return cbor_build_bool(true);
+	case JSON_FALSE: return cbor_build_bool(false);
+	default: return cbor_new_null();
+	}
+}
+
+static bool map_put(cbor_item_t *m, const char *k, cbor_item_t *v)
+{
+	return v && cbor_map_add(m, (struct cbor_pair){ .key = cbor_move(cbor_build_string(k)),
+						       .value = cbor_move(v) });
+}
+
+/* The batch document (plugins/README.md). Every item is built with one
+ * reference, handed to its container (which takes its own) and released,
+ * so that freeing the document on any failure frees everything. */
+static int host_batch_cbor(const struct cg_plugin_host *h, const struct cg_plugin_batch *b,
+			   uint8_t **buf, size_t *len)
+{
+	cbor_item_t *doc = cbor_new_definite_map(5), *recs = cbor_new_definite_array(b->n);
+	bool ok = doc && recs;
+	for (size_t i = 0; ok && i < b->n; i++) {
+		const struct cg_plugin_record *r = &b->records[i];
+		struct cbor_load_result res;
+		cbor_item_t *meta = cbor_load(r->meta_cbor, r->meta_cbor_len, &res);
+		cbor_item_t *m = cbor_new_definite_map(r->body ? 2 : 1);
+		ok = meta && m && map_put(m, "meta", cbor_incref(meta));
+		if (ok && r->body)
+			ok = map_put(m, "dump", cbor_build_bytestring(r->body, r->body_len));
+		ok = ok && cbor_array_push(recs, m);
+		if (meta)
+			cbor_decref(&meta);
+		if (m)
+			cbor_decref(&m);
+	}
+	ok = ok && map_put(doc, "gateway", cbor_build_string(h->gateway_id)) &&
+	     map_put(doc, "upstream", cbor_build_string(h->upstream)) &&
+	     map_put(doc, "region", cbor_build_string(h->region)) &&
+	     map_put(doc, "batch_id", cbor_build_uint64(b->batch_id)) &&
+	     map_put(doc, "records", cbor_incref(recs));
+	if (recs)
+		cbor_decref(&recs);
+	size_t cap = 0;
+	*len = ok ? cbor_serialize_alloc(doc, buf, &cap) : 0;
+	if (doc)
+		cbor_decref(&doc);
+	return *len ? 0 : -1;
+}
+
+/* ---- forming a batch ---- */
+
+static void items_clear(struct up *u)
+{
+	for (size_t i = 0; i < u->n; i++) {
+		free(u->items[i].body);
+		free(u->items[i].json);
+		free(u->items[i].cbor);
+	}
+	u->n = 0;
+	u->bytes = 0;
+	u->full = false;
+}
+
+static bool belongs(const struct up *u, const struct cg_dump_record *r)
+{
+	if (strcmp(r->region, u->region) != 0)
+		return false;
+	if (r->status == CG_DUMP_THROTTLED)
+		return true;
+	return (r->status == CG_DUMP_STORED || r->status == CG_DUMP_FORWARDED) && !r->body_deleted;
+}
+
+static int collect(void *ctx, const struct cg_dump_record *r)
+{
+	struct up *u = ctx;
+	struct cg_forwarder *f = u->f;
+	if (r->seq <= u->cursor)
+		return 0;
+	if (!belongs(u, r)) {
+		u->upto = r->seq;
+		return 0;
+	}
+	uint64_t body = r->status == CG_DUMP_THROTTLED ? 0 : r->size;
+	if (u->n >= u->cfg->batch.max_dumps || (u->n && u->bytes + body > u->cfg->batch.max_bytes)) {
+		u->full = true;   /* a single dump above max_bytes still goes, alone */
+		return 1;
+	}
+	if (u->n == u->cap) {
+		size_t ncap = u->cap ? u->cap * 2 : 16;
+		struct fwd_item *ni = realloc(u->items, ncap * sizeof *ni);
+		if (!ni)
+			return 1;
+		u->items = ni;
+		u->cap = ncap;
+	}
+	struct fwd_item *it = &u->items[u->n];
+	memset(it, 0, sizeof *it);
+	it->rec = *r;
+	if (body) {
+		uint8_t *b = NULL;
+		size_t len = 0;
+		if (cg_store_get_body(f->st, r->seq, &b, &len) != CG_OK) {
+			/* Its bytes went (retention) between the scan and now: skip it. */
+			u->upto = r->seq;
+			return 0;
+		}
+		it->body = b;
+		it->body_len = len;
+	}
+	cg_dump_stable_id(f->cfg->gateway.id, r, it->id, sizeof it->id);
+	json_t *j = cg_record_json(f->cfg->gateway.id, f->st, r);
+	json_object_del(j, "seq");
+	json_object_del(j, "chunks");
+	it->json = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+	cbor_item_t *c = json_to_cbor(j);
+	json_decref(j);
+	size_t cap = 0;
+	it->cbor_len = c ? cbor_serialize_alloc(c, &it->cbor, &cap) : 0;
+	if (c)
+		cbor_decref(&c);
+	if (!it->json || !it->cbor_len) {
+		free(it->body);
+		free(it->json);
+		free(it->cbor);
+		return 1;   /* out of memory: try again later */
+	}
+	u->n++;
+	u->bytes += it->body_len;
+	u->upto = r->seq;
+	return 0;
+}
+
+/* ---- state in the store ---- */
+
+static void save_cursor(struct up *u, uint64_t seq)
+{
+	uint8_t key[200], val[8];
+	size_t kl = cg_forward_key(key, sizeof key, u->cfg->name, 'c');
+	for (int i = 0; i < 8; i++)
+		val[i] = (uint8_t)(seq >> (56 - 8 * i));
+	struct cg_kv kv = { key, kl, val, 8 };
+	if (cg_store_policy_write(u->f->st, &kv, 1) != CG_OK || cg_store_sync(u->f->st) != CG_OK)
+		log_error("forward", "%s: cannot save the queue position; the batch may be sent again",
+			  u->cfg->name);
+	pthread_mutex_lock(&u->f->lock);
+	u->cursor = seq;
+	pthread_mutex_unlock(&u->f->lock);
+}
+
+static uint64_t load_cursor(struct up *u)
+{
+	uint8_t key[200], *v = NULL;
+	size_t kl = cg_forward_key(key, sizeof key, u->cfg->name, 'c'), vl = 0;
+	uint64_t seq = 0;
+	if (cg_store_policy_get(u->f->st, key, kl, &v, &vl) == CG_OK) {
+		for (size_t i = 0; vl == 8 && i < 8; i++)
+			seq = (seq << 8) | v[i];
+		cg_store_free(v);
+	}
+	return seq;
+}
+
+static void save_state(struct up *u, const char *last_error, int64_t next_retry_ms, bool delivered)
+{
+	uint8_t key[200];
+	size_t kl = cg_forward_key(key, sizeof key, u->cfg->name, 's');
+	json_t *j = json_pack("{s:s, s:I, s:I, s:b}", "last_error", last_error ? last_error : "",
+			      "next_retry_ms", (json_int_t)next_retry_ms, "at_ms", (json_int_t)wall_now(),
+			      "last_ok", delivered);
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!s)
+		return;
+	struct cg_kv kv = { key, kl, (const uint8_t *)s, strlen(s) };
+	cg_store_policy_write(u->f->st, &kv, 1);
+	free(s);
+}
+
+static void dead_letter(struct up *u, const char *reason)
+{
+	uint8_t key[208];
+	size_t kl = cg_forward_key(key, sizeof key - 8, u->cfg->name, 'd');
+	uint64_t first = u->items[0].rec.seq;
+	for (int i = 0; i < 8; i++)
+		key[kl + i] = (uint8_t)(first >> (56 - 8 * i));
+	json_t *seqs = json_array();
+	for (size_t i = 0; i < u->n; i++)
+		json_array_append_new(seqs, json_integer((json_int_t)u->items[i].rec.seq));
+	json_t *j = json_pack("{s:o, s:s, s:I}", "seqs", seqs, "reason", reason, "at_ms",
+			      (json_int_t)wall_now());
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (s) {
+		struct cg_kv kv = { key, kl + 8, (const uint8_t *)s, strlen(s) };
+		cg_store_policy_write(u->f->st, &kv, 1);
+		free(s);
+	}
+	log_error("forward", "%s: batch of %zu dumps (seq %" PRIu64 "..) refused for good: %s; "
+		  "kept as a dead letter", u->cfg->name, u->n, first, reason);
+}
+
+/* Every upstream of the region has it: the dump is `forwarded`. */
+static void settle(struct up *u)
+{
+	struct cg_forwarder *f = u->f;
+	for (size_t i = 0; i < u->n; i++) {
+		struct cg_dump_record *r = &u->items[i].rec;
+		if (r->status == CG_DUMP_THROTTLED)
+			continue;
+		bool all = true;
+		pthread_mutex_lock(&f->lock);
+		for (size_t k = 0; k < f->n && all; k++)
+			if (strcmp(f->ups[k].region, u->region) == 0 && f->ups[k].cursor < r->seq)
+				all = false;
+		pthread_mutex_unlock(&f->lock);
+		if (!all)
+			continue;
+		/* The bytes stay until retention.dumps (SPEC §6.6: deleted after
+		 * receipt, forwarded or not), so a site can still download them. */
+		r->status = CG_DUMP_FORWARDED;
+		if (cg_store_put_record(f->st, r) != CG_OK)
+			log_warn("forward", "%s: cannot mark seq %" PRIu64 " forwarded", u->cfg->name, r->seq);
+	}
+}
+
+/* ---- the thread ---- */
+
+/* Wait ms (or until stop/wake); returns false when stopping. */
+static bool nap(struct cg_forwarder *f, int64_t ms, bool wakeable)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&f->lock);
+	uint64_t w = f->wakes;
+	while (!f->stopping && !(wakeable && f->wakes != w))
+		if (pthread_cond_timedwait(&f->cond, &f->lock, &ts) == ETIMEDOUT)
+			break;
+	bool go = !f->stopping;
+	pthread_mutex_unlock(&f->lock);
+	return go;
+}
+
+static uint64_t backoff_ms(struct up *u, uint64_t retry_after)
+{
+	uint64_t cap = u->cfg->retry.min_ms;
+	for (uint32_t i = 0; i < u->attempts && cap < u->cfg->retry.max_ms; i++)
+		cap *= 2;
+	if (cap > u->cfg->retry.max_ms)
+		cap = u->cfg->retry.max_ms;
+	uint64_t r = 0;
+	if (getrandom(&r, sizeof r, 0) != sizeof r)
+		r = (uint64_t)wall_now();
+	uint64_t wait = cap ? r % (cap + 1) : 0;   /* full jitter */
+	return wait < retry_after ? retry_after : wait;
+}
+
+static void flush_batch(struct up *u)
+{
+	struct cg_plugin_record *recs = calloc(u->n, sizeof *recs);
+	if (!recs)
+		return;
+	char status[u->n][12];
+	for (size_t i = 0; i < u->n; i++) {
+		struct fwd_item *it = &u->items[i];
+		snprintf(status[i], sizeof status[i], "%s",
+			 it->rec.status == CG_DUMP_THROTTLED ? "throttled" : "stored");
+		const char *fmt = cg_record_format_name(&it->rec);
+		recs[i] = (struct cg_plugin_record){
+			.id = it->id, .device = it->rec.device, .dump_id = it->rec.dump_id,
+			.group = it->rec.group, .region = it->rec.region, .status = status[i],
+			.format = fmt ? fmt : "raw", .signature = it->rec.signature,
+			.received_at_ms = it->rec.received_at_ms, .meta_json = it->json,
+			.meta_cbor = it->cbor, .meta_cbor_len = it->cbor_len, .body = it->body,
+			.body_len = it->body_len,
+		};
+	}
+	struct cg_plugin_batch b = { .records = recs, .n = u->n, .body_bytes = u->bytes,
+				     .batch_id = u->items[0].rec.seq };
+	for (;;) {
+		struct cg_flush_result res = { 0 };
+		int64_t t0 = wall_now();
+		u->out.plugin->flush(u->state, &b, &res);
+		res.reason[sizeof res.reason - 1] = '\0';
+		if (res.status == CG_FLUSH_OK) {
+			log_info("forward", "%s: delivered %zu dumps (%" PRIu64 " bytes) in %" PRId64 " ms",
+				 u->cfg->name, u->n, u->bytes, wall_now() - t0);
+			u->attempts = 0;
+			save_cursor(u, u->upto);
+			save_state(u, NULL, 0, true);
+			settle(u);
+			break;
+		}
+		if (res.status == CG_FLUSH_DROP) {
+			dead_letter(u, res.reason[0] ? res.reason : "refused by the upstream");
+			u->attempts = 0;
+			save_cursor(u, u->upto);
+			save_state(u, res.reason, 0, false);
+			break;
+		}
+		/* RETRY, or a plugin that returned nothing valid: transient. */
+		uint64_t wait = backoff_ms(u, res.retry_after_ms);
+		u->attempts++;
+		log_warn("forward", "%s: batch of %zu dumps not delivered (%s); retry %u in %" PRIu64 " ms",
+			 u->cfg->name, u->n, res.reason[0] ? res.reason : "no reason given", u->attempts, wait);
+		save_state(u, res.reason[0] ? res.reason : "transient failure", wall_now() + (int64_t)wait, false);
+		if (!nap(u->f, (int64_t)wait, false))
+			break;   /* stopping: the batch goes again at the next start */
+	}
+	free(recs);
+}
+
+static void *up_main(void *arg)
+{
+	struct up *u = arg;
+	struct cg_forwarder *f = u->f;
+	while (!f->stopping) {
+		items_clear(u);
+		u->upto = u->cursor;
+		cg_store_scan_records_from(f->st, u->cursor + 1, collect, u);
+		if (u->n == 0) {
+			if (u->upto > u->cursor)   /* only other regions' records: move past them */
+				save_cursor(u, u->upto);
+			nap(f, POLL_MS, true);
+			continue;
+		}
+		/* Not full: wait for more until the oldest has waited max_delay. */
+		int64_t due = u->items[0].rec.received_at_ms + (int64_t)u->cfg->batch.max_delay_ms;
+		int64_t now = wall_now();
+		if (!u->full && u->n < u->cfg->batch.max_dumps && now < due) {
+			nap(f, due - now < POLL_MS ? due - now : POLL_MS, true);
+			continue;
+		}
+		flush_batch(u);
+	}
+	items_clear(u);
+	free(u->items);
+	u->items = NULL;
+	return NULL;
+}
+
+int cg_forwarder_start(const struct cg_config *cfg, struct cg_store *st, cg_forward_freed_fn freed,
+		       void *freed_ctx, struct cg_forwarder **out, char *err, size_t errlen)
+{
+	struct cg_forwarder *f = calloc(1, sizeof *f);
+	size_t n = 0;
+	for (size_t i = 0; i < cfg->n_regions; i++)
+		n += cfg->regions[i].n_upstreams;
+	if (!f || (n && !(f->ups = calloc(n, sizeof *f->ups)))) {
+		free(f);
+		snprintf(err, errlen, "out of memory");
+		return CG_ERR_NOMEM;
+	}
+	f->cfg = cfg;
+	f->st = st;
+	f->freed = freed;
+	f->freed_ctx = freed_ctx;
+	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->cond, NULL);
+	const char *dir = cg_config_plugin_dir(cfg);
+	for (size_t i = 0; i < cfg->n_regions; i++) {
+		for (size_t j = 0; j < cfg->regions[i].n_upstreams; j++) {
+			struct up *u = &f->ups[f->n++];
+			u->f = f;
+			u->cfg = &cfg->regions[i].upstreams[j];
+			u->region = cfg->regions[i].name;
+			if (cg_output_open(&u->out, cfg, u->cfg, dir, err, errlen) != 0) {
+				cg_forwarder_stop(f);
+				return CG_ERR_CONFIG;
+			}
+			u->host = (struct cg_plugin_host){
+				.abi_version = CG_PLUGIN_ABI_VERSION, .struct_size = sizeof u->host,
+				.gateway_id = cfg->gateway.id, .upstream = u->cfg->name, .region = u->region,
+				.log = host_log, .read_secret = cg_read_secret_file, .batch_cbor = host_batch_cbor,
+			};
+			char perr[256] = "";
+			if (u->out.plugin->init(&u->host, u->out.options, &u->state, perr, sizeof perr) != 0) {
+				snprintf(err, errlen, "upstream %s (%s): %s", u->cfg->name, u->cfg->kind,
+					 perr[0] ? perr : "the plugin failed to start");
+				u->state = NULL;
+				cg_forwarder_stop(f);
+				return CG_ERR_CONFIG;
+			}
+			u->cursor = load_cursor(u);
+		}
+	}
+	for (size_t k = 0; k < f->n; k++) {
+		if (pthread_create(&f->ups[k].thread, NULL, up_main, &f->ups[k]) != 0) {
+			snprintf(err, errlen, "cannot start the forwarder thread of %s", f->ups[k].cfg->name);
+			cg_forwarder_stop(f);
+			return CG_ERR_NOMEM;
+		}
+		f->ups[k].started = true;
+		log_info("forward", "%s (%s, region %s) starts after seq %" PRIu64, f->ups[k].cfg->name,
+			 f->ups[k].cfg->kind, f->ups[k].region, f->ups[k].cursor);
+	}
+	*out = f;
+	return CG_OK;
+}
+
+void cg_forwarder_wake(struct cg_forwarder *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->wakes++;
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+}
+
+void cg_forwarder_stop(struct cg_forwarder *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->stopping = true;
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+	for (size_t k = 0; k < f->n; k++) {
+		struct up *u = &f->ups[k];
+		if (u->started)
+			pthread_join(u->thread, NULL);
+		if (u->state)
+			u->out.plugin->destroy(u->state);
+		cg_output_close(&u->out);
+		free(u->items);
+	}
+	pthread_cond_destroy(&f->cond);
+	pthread_mutex_destroy(&f->lock);
+	free(f->ups);
+	free(f);
+}

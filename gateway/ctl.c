@@ -17,6 +17,7 @@
 #include <ftw.h>
 
 #include "config.h"
+#include "forward.h"
 #include "plugin.h"
 #include "policy.h"
 #include "record.h"
@@ -233,6 +234,113 @@ static void print_signatures(json_t *groups, bool as_json)
 	json_decref(rows);
 }
 
+/* ---- queue: what each upstream has yet to deliver ---- */
+
+struct queue_ctx {
+	const char *region;
+	uint64_t cursor;
+	json_int_t depth, bytes;
+	int64_t oldest;
+};
+
+static int queue_visit(void *ctx, const struct cg_dump_record *r)
+{
+	struct queue_ctx *q = ctx;
+	if (r->seq <= q->cursor || strcmp(r->region, q->region) != 0)
+		return 0;
+	if (r->status != CG_DUMP_THROTTLED &&
+	    (r->body_deleted || (r->status != CG_DUMP_STORED && r->status != CG_DUMP_FORWARDED)))
+		return 0;
+	q->depth++;
+	if (r->status != CG_DUMP_THROTTLED)
+		q->bytes += (json_int_t)r->size;
+	if (!q->oldest || r->received_at_ms < q->oldest)
+		q->oldest = r->received_at_ms;
+	return 0;
+}
+
+static int count_dead(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+	(void)key, (void)klen, (void)val, (void)vlen;
+	(*(json_int_t *)ctx)++;
+	return 0;
+}
+
+static void print_queue(struct ctl *c, const struct cg_config *cfg)
+{
+	json_t *rows = json_array();
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	for (size_t i = 0; i < cfg->n_regions; i++) {
+		for (size_t j = 0; j < cfg->regions[i].n_upstreams; j++) {
+			const struct cg_upstream_config *u = &cfg->regions[i].upstreams[j];
+			struct queue_ctx q = { .region = cfg->regions[i].name };
+			uint8_t key[208], *v = NULL;
+			size_t kl = cg_forward_key(key, sizeof key, u->name, 'c'), vl = 0;
+			if (cg_store_policy_get(c->st, key, kl, &v, &vl) == CG_OK) {
+				for (size_t b = 0; vl == 8 && b < 8; b++)
+					q.cursor = (q.cursor << 8) | v[b];
+				cg_store_free(v);
+			}
+			cg_store_scan_records_from(c->st, q.cursor + 1, queue_visit, &q);
+			json_int_t dead = 0;
+			kl = cg_forward_key(key, sizeof key, u->name, 'd');
+			cg_store_scan_policy(c->st, key, kl, count_dead, &dead);
+			json_t *row = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "upstream", u->name,
+						"kind", u->kind, "region", q.region, "depth", q.depth,
+						"bytes", q.bytes, "delivered_through_seq", (json_int_t)q.cursor,
+						"dead_letters", dead);
+			if (q.oldest)
+				json_object_set_new(row, "oldest_age_s", json_integer((now - q.oldest) / 1000));
+			kl = cg_forward_key(key, sizeof key, u->name, 's');
+			if (cg_store_policy_get(c->st, key, kl, &v, &vl) == CG_OK) {
+				json_t *st = json_loadb((const char *)v, vl, 0, NULL);
+				cg_store_free(v);
+				const char *le = st ? json_string_value(json_object_get(st, "last_error")) : NULL;
+				json_int_t nr = st ? json_integer_value(json_object_get(st, "next_retry_ms")) : 0;
+				if (le && *le)
+					json_object_set_new(row, "last_error", json_string(le));
+				if (nr > now) {
+					char when[40];
+					rfc3339(nr, when, sizeof when);
+					json_object_set_new(row, "next_retry", json_string(when));
+				}
+				json_decref(st);
+			}
+			json_array_append_new(rows, row);
+		}
+	}
+	if (c->json) {
+		json_dumpf(rows, stdout, JSON_INDENT(2));
+		printf("\n");
+	} else {
+		printf("%-20s %-8s %-8s %7s %12s %10s %6s  %s\n", "UPSTREAM", "KIND", "REGION", "DEPTH",
+		       "BYTES", "OLDEST_S", "DEAD", "LAST_ERROR / NEXT_RETRY");
+		size_t i;
+		json_t *r;
+		json_array_foreach(rows, i, r) {
+			const char *le = json_string_value(json_object_get(r, "last_error"));
+			const char *nr = json_string_value(json_object_get(r, "next_retry"));
+			json_t *age = json_object_get(r, "oldest_age_s");
+			char ages[24] = "-";
+			if (age)
+				snprintf(ages, sizeof ages, "%" JSON_INTEGER_FORMAT, json_integer_value(age));
+			printf("%-20s %-8s %-8s %7" JSON_INTEGER_FORMAT " %12" JSON_INTEGER_FORMAT " %10s %6"
+			       JSON_INTEGER_FORMAT "  %s%s%s\n",
+			       json_string_value(json_object_get(r, "upstream")),
+			       json_string_value(json_object_get(r, "kind")),
+			       json_string_value(json_object_get(r, "region")),
+			       json_integer_value(json_object_get(r, "depth")),
+			       json_integer_value(json_object_get(r, "bytes")),
+			       ages,
+			       json_integer_value(json_object_get(r, "dead_letters")), le ? le : "-",
+			       nr ? " / " : "", nr ? nr : "");
+		}
+	}
+	json_decref(rows);
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -242,6 +350,8 @@ static void usage(FILE *out)
 		"  show ID              one dump: ID is the stable id, DEVICE/DUMP_ID or the sequence number\n"
 		"  download ID [-o F]   the dump's bytes (to stdout unless -o)\n"
 		"  signatures           crash groups: count, throttled, devices, first and last seen, reason\n"
+		"  queue                per upstream (needs -c FILE): dumps waiting, bytes, oldest age,\n"
+		"                       dead letters, last error, next retry\n"
 		"  check-config FILE    validate a configuration file\n"
 		"exit: 0 ok, 1 error, 2 usage, 3 bad configuration, 4 not found\n");
 }
@@ -306,8 +416,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "crashgatectl: say where the store is: -c FILE or --data-dir DIR\n");
 		return 2;
 	}
+	if (strcmp(cmd, "queue") == 0 && !cfg) {
+		fprintf(stderr, "crashgatectl: queue needs the configuration (-c FILE) to know the upstreams\n");
+		return 2;
+	}
 	if (strcmp(cmd, "list") != 0 && strcmp(cmd, "show") != 0 && strcmp(cmd, "download") != 0 &&
-	    strcmp(cmd, "signatures") != 0) {
+	    strcmp(cmd, "signatures") != 0 && strcmp(cmd, "queue") != 0) {
 		fprintf(stderr, "crashgatectl: unknown command '%s'\n", cmd);
 		usage(stderr);
 		cg_config_free(cfg);
@@ -323,6 +437,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	int rc = 0;
+	if (strcmp(cmd, "queue") == 0) {
+		print_queue(&c, cfg);
+		close_store(&c);
+		cg_config_free(cfg);
+		return 0;
+	}
 	if (strcmp(cmd, "signatures") == 0) {
 		json_t *groups = json_object();
 		struct sig_ctx sc = { &c, groups };

@@ -101,6 +101,17 @@ for f in glob.glob(f"{sys.argv[1]}/out-*/batch-*.cbor"):
             seen[k] = f
 assert ("us-1", 5) in seen
 PY
+# crashgatectl queue: nothing waiting, nothing dead, per upstream.
+timeout 60 "$CG_BIN/crashgatectl" -c "$CG_T/gw.yaml" queue --json >"$CG_T/queue.json" || cg_fail "queue failed"
+python3 - "$CG_T/queue.json" <<'PY' || cg_fail "queue: $(cat "$CG_T/queue.json")"
+import json, sys
+q = {r["upstream"]: r for r in json.load(open(sys.argv[1]))}
+assert set(q) == {"eu-files", "us-files"}, q
+for r in q.values():
+    assert r["depth"] == 0 and r["bytes"] == 0 and r["dead_letters"] == 0, r
+    assert r["delivered_through_seq"] > 0, r
+assert q["eu-files"]["region"] == "EU" and q["eu-files"]["kind"] == "file"
+PY
 s=$(cg_ctl show eu-1/1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
 [[ $s == forwarded ]] || cg_fail "eu-1/1 is '$s' after delivery, want forwarded"
 cg_gw_stop

@@ -11,6 +11,8 @@ echo "== building"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 bin=$PWD/build/gateway
+# The output plugins the demo's upstream (a directory) needs.
+export CRASHGATE_PLUGIN_DIR=$PWD/build/plugins
 demo=$PWD/.demo
 mkdir -p "$demo"
 pids=()
@@ -73,6 +75,10 @@ echo "== crashgatectl show (newest) --json"
 import json, sys
 rows = [d for d in json.load(sys.stdin) if "seq" in d]
 print(max(rows, key=lambda d: d["seq"])["id"])' | xargs "$bin/crashgatectl" -c "$demo/crashgate.yaml" show --json
+echo "== forwarded upstream (region US, the file plugin): batches in .demo/data/outbox"
+for i in $(seq 1 50); do ls "$demo/data/outbox"/batch-*.cbor >/dev/null 2>&1 && break; sleep 0.2; done
+ls -l "$demo/data/outbox" 2>/dev/null | tail -3
+"$bin/crashgatectl" -c "$demo/crashgate.yaml" queue
 kill -TERM "$gw"
 wait "$gw" || true
 echo "== done: the store is in .demo/data; run ./demo.sh again to send another dump"

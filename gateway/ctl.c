@@ -5,6 +5,7 @@
  *
  * Exit codes: 0 ok; 1 error; 2 usage; 3 bad configuration; 4 not found.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <ftw.h>
 
@@ -341,6 +343,77 @@ static void print_queue(struct ctl *c, const struct cg_config *cfg)
 	json_decref(rows);
 }
 
+/* ---- retry: ask the daemon to send dead-letter batches again ---- */
+
+struct dl_list {
+	uint64_t seqs[4096];
+	size_t n;
+	size_t prefix;
+};
+
+static int collect_dead(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+	struct dl_list *l = ctx;
+	(void)val, (void)vlen;
+	if (klen != l->prefix + 8 || l->n == sizeof l->seqs / sizeof l->seqs[0])
+		return 0;
+	uint64_t seq = 0;
+	for (int i = 0; i < 8; i++)
+		seq = (seq << 8) | key[l->prefix + i];
+	l->seqs[l->n++] = seq;
+	return 0;
+}
+
+/* The store belongs to the daemon (this tool opens a read-only view), so
+ * the request is a file the forwarder picks up: data_dir/retry/NAME/SEQ. */
+static int request_retry(struct ctl *c, const struct cg_config *cfg, const char *upstream,
+			 const char *only)
+{
+	bool known = false;
+	for (size_t i = 0; i < cfg->n_regions; i++)
+		for (size_t j = 0; j < cfg->regions[i].n_upstreams; j++)
+			known |= strcmp(cfg->regions[i].upstreams[j].name, upstream) == 0;
+	if (!known) {
+		fprintf(stderr, "crashgatectl: no upstream named %s in %s\n", upstream, cfg->path);
+		return 4;
+	}
+	struct dl_list *l = calloc(1, sizeof *l);
+	if (!l)
+		return 1;
+	uint8_t key[208];
+	l->prefix = cg_forward_key(key, sizeof key, upstream, 'd');
+	cg_store_scan_policy(c->st, key, l->prefix, collect_dead, l);
+	char dir[4096], path[4200];
+	snprintf(dir, sizeof dir, "%s/retry", cfg->gateway.data_dir);
+	mkdir(dir, 0700);
+	snprintf(dir, sizeof dir, "%s/retry/%s", cfg->gateway.data_dir, upstream);
+	mkdir(dir, 0700);
+	size_t asked = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		char name[24];
+		snprintf(name, sizeof name, "%" PRIu64, l->seqs[i]);
+		if (only && strcmp(only, name) != 0)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, name);
+		FILE *f = fopen(path, "w");
+		if (!f) {
+			fprintf(stderr, "crashgatectl: cannot write %s: %s\n", path, strerror(errno));
+			free(l);
+			return 1;
+		}
+		fclose(f);
+		printf("%s: dead-letter batch %s queued to be sent again\n", upstream, name);
+		asked++;
+	}
+	free(l);
+	if (!asked) {
+		fprintf(stderr, "crashgatectl: %s has no dead-letter batch%s%s\n", upstream,
+			only ? " starting at " : "", only ? only : "");
+		return 4;
+	}
+	return 0;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -352,6 +425,8 @@ static void usage(FILE *out)
 		"  signatures           crash groups: count, throttled, devices, first and last seen, reason\n"
 		"  queue                per upstream (needs -c FILE): dumps waiting, bytes, oldest age,\n"
 		"                       dead letters, last error, next retry\n"
+		"  retry UPSTREAM [SEQ] send dead-letter batches again (all, or the one starting at SEQ);\n"
+		"                       needs -c FILE; the running gateway picks the request up\n"
 		"  check-config FILE    validate a configuration file\n"
 		"exit: 0 ok, 1 error, 2 usage, 3 bad configuration, 4 not found\n");
 }
@@ -415,6 +490,21 @@ int main(int argc, char **argv)
 	if (!data_dir) {
 		fprintf(stderr, "crashgatectl: say where the store is: -c FILE or --data-dir DIR\n");
 		return 2;
+	}
+	if (strcmp(cmd, "retry") == 0) {
+		if (!cfg || !arg) {
+			fprintf(stderr, "crashgatectl: retry needs -c FILE and an upstream name\n");
+			cg_config_free(cfg);
+			return 2;
+		}
+		if (open_store(&c, data_dir) != 0) {
+			cg_config_free(cfg);
+			return 1;
+		}
+		int rrc = request_retry(&c, cfg, arg, optind + 1 < argc ? argv[optind + 1] : NULL);
+		close_store(&c);
+		cg_config_free(cfg);
+		return rrc;
 	}
 	if (strcmp(cmd, "queue") == 0 && !cfg) {
 		fprintf(stderr, "crashgatectl: queue needs the configuration (-c FILE) to know the upstreams\n");

@@ -207,10 +207,13 @@ static bool belongs(const struct up *u, const struct cg_dump_record *r)
 	return (r->status == CG_DUMP_STORED || r->status == CG_DUMP_FORWARDED) && !r->body_deleted;
 }
 
+static int add_item(struct up *u, const struct cg_dump_record *r);
+static size_t dead_letter_key(struct up *u, uint64_t first, uint8_t *key, size_t cap);
+static void dead_letter_clear(struct up *u);
+
 static int collect(void *ctx, const struct cg_dump_record *r)
 {
 	struct up *u = ctx;
-	struct cg_forwarder *f = u->f;
 	if (r->seq <= u->cursor)
 		return 0;
 	if (!belongs(u, r)) {
@@ -222,11 +225,24 @@ static int collect(void *ctx, const struct cg_dump_record *r)
 		u->full = true;   /* a single dump above max_bytes still goes, alone */
 		return 1;
 	}
+	int rc = add_item(u, r);
+	if (rc < 0)
+		return 1;      /* out of memory: try again later */
+	u->upto = r->seq;  /* added, or its bytes are gone: either way accounted for */
+	return 0;
+}
+
+/* Add r to the batch being formed: 0 added, 1 skipped (its bytes are gone),
+ * -1 out of memory. */
+static int add_item(struct up *u, const struct cg_dump_record *r)
+{
+	struct cg_forwarder *f = u->f;
+	uint64_t body = r->status == CG_DUMP_THROTTLED ? 0 : r->size;
 	if (u->n == u->cap) {
 		size_t ncap = u->cap ? u->cap * 2 : 16;
 		struct fwd_item *ni = realloc(u->items, ncap * sizeof *ni);
 		if (!ni)
-			return 1;
+			return -1;
 		u->items = ni;
 		u->cap = ncap;
 	}
@@ -236,11 +252,8 @@ static int collect(void *ctx, const struct cg_dump_record *r)
 	if (body) {
 		uint8_t *b = NULL;
 		size_t len = 0;
-		if (cg_store_get_body(f->st, r->seq, &b, &len) != CG_OK) {
-			/* Its bytes went (retention) between the scan and now: skip it. */
-			u->upto = r->seq;
-			return 0;
-		}
+		if (cg_store_get_body(f->st, r->seq, &b, &len) != CG_OK)
+			return 1;   /* its bytes went (retention) between the scan and now */
 		it->body = b;
 		it->body_len = len;
 	}
@@ -259,11 +272,10 @@ static int collect(void *ctx, const struct cg_dump_record *r)
 		free(it->body);
 		free(it->json);
 		free(it->cbor);
-		return 1;   /* out of memory: try again later */
+		return -1;
 	}
 	u->n++;
 	u->bytes += it->body_len;
-	u->upto = r->seq;
 	return 0;
 }
 
@@ -316,10 +328,8 @@ static void save_state(struct up *u, const char *last_error, int64_t next_retry_
 static void dead_letter(struct up *u, const char *reason)
 {
 	uint8_t key[208];
-	size_t kl = cg_forward_key(key, sizeof key - 8, u->cfg->name, 'd');
 	uint64_t first = u->items[0].rec.seq;
-	for (int i = 0; i < 8; i++)
-		key[kl + i] = (uint8_t)(first >> (56 - 8 * i));
+	size_t kl = dead_letter_key(u, first, key, sizeof key) - 8;
 	json_t *seqs = json_array();
 	for (size_t i = 0; i < u->n; i++)
 		json_array_append_new(seqs, json_integer((json_int_t)u->items[i].rec.seq));
@@ -334,6 +344,22 @@ static void dead_letter(struct up *u, const char *reason)
 	}
 	log_error("forward", "%s: batch of %zu dumps (seq %" PRIu64 "..) refused for good: %s; "
 		  "kept as a dead letter", u->cfg->name, u->n, first, reason);
+}
+
+static size_t dead_letter_key(struct up *u, uint64_t first, uint8_t *key, size_t cap)
+{
+	size_t kl = cg_forward_key(key, cap - 8, u->cfg->name, 'd');
+	for (int i = 0; i < 8; i++)
+		key[kl + i] = (uint8_t)(first >> (56 - 8 * i));
+	return kl + 8;
+}
+
+static void dead_letter_clear(struct up *u)
+{
+	uint8_t key[208];
+	size_t kl = dead_letter_key(u, u->items[0].rec.seq, key, sizeof key);
+	struct cg_kv kv = { key, kl, NULL, 0 };
+	cg_store_policy_write(u->f->st, &kv, 1);
 }
 
 /* Every upstream of the region has it: the dump is `forwarded`. */
@@ -397,7 +423,9 @@ static uint64_t backoff_ms(struct up *u, uint64_t retry_after)
 	return wait < retry_after ? retry_after : wait;
 }
 
-static void flush_batch(struct up *u)
+/* Deliver the batch in u->items. replay: a dead-letter batch sent again on
+ * request (the queue position does not move; its entry goes on success). */
+static void flush_batch(struct up *u, bool replay)
 {
 	struct cg_plugin_record *recs = calloc(u->n, sizeof *recs);
 	if (!recs)
@@ -425,10 +453,14 @@ static void flush_batch(struct up *u)
 		u->out.plugin->flush(u->state, &b, &res);
 		res.reason[sizeof res.reason - 1] = '\0';
 		if (res.status == CG_FLUSH_OK) {
-			log_info("forward", "%s: delivered %zu dumps (%" PRIu64 " bytes) in %" PRId64 " ms",
-				 u->cfg->name, u->n, u->bytes, wall_now() - t0);
+			log_info("forward", "%s: delivered %zu dumps (%" PRIu64 " bytes) in %" PRId64 " ms%s",
+				 u->cfg->name, u->n, u->bytes, wall_now() - t0,
+				 replay ? " (a dead letter, sent again)" : "");
 			u->attempts = 0;
-			save_cursor(u, u->upto);
+			if (replay)
+				dead_letter_clear(u);
+			else
+				save_cursor(u, u->upto);
 			save_state(u, NULL, 0, true);
 			settle(u);
 			break;
@@ -436,7 +468,8 @@ static void flush_batch(struct up *u)
 		if (res.status == CG_FLUSH_DROP) {
 			dead_letter(u, res.reason[0] ? res.reason : "refused by the upstream");
 			u->attempts = 0;
-			save_cursor(u, u->upto);
+			if (!replay)
+				save_cursor(u, u->upto);
 			save_state(u, res.reason, 0, false);
 			break;
 		}
@@ -452,11 +485,65 @@ static void flush_batch(struct up *u)
 	free(recs);
 }
 
+/*
+ * Dead-letter batches the operator asked to send again: a file named after
+ * the batch's first seq in data_dir/retry/NAME/ (crashgatectl retry). The
+ * batch is rebuilt from its records and sent; the file goes once the batch
+ * was delivered or refused again.
+ */
+static void replay_requests(struct up *u)
+{
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s/retry/%s", u->f->cfg->gateway.data_dir, u->cfg->name);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) && !u->f->stopping) {
+		char *end;
+		uint64_t first = strtoull(e->d_name, &end, 10);
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' || *end)
+			continue;
+		uint8_t key[208], *v = NULL;
+		size_t kl = dead_letter_key(u, first, key, sizeof key), vl = 0;
+		char path[4400];
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		if (cg_store_policy_get(u->f->st, key, kl, &v, &vl) != CG_OK) {
+			unlink(path);   /* no such dead letter (any more) */
+			continue;
+		}
+		json_t *j = json_loadb((const char *)v, vl, 0, NULL);
+		cg_store_free(v);
+		items_clear(u);
+		size_t i;
+		json_t *sq;
+		json_array_foreach(json_object_get(j, "seqs"), i, sq) {
+			struct cg_dump_record rec;
+			if (cg_store_get_record(u->f->st, (uint64_t)json_integer_value(sq), &rec) == CG_OK)
+				add_item(u, &rec);
+		}
+		json_decref(j);
+		if (u->n) {
+			log_info("forward", "%s: sending dead-letter batch %" PRIu64 " again (%zu dumps), as asked",
+				 u->cfg->name, first, u->n);
+			flush_batch(u, true);
+		} else {
+			struct cg_kv kv = { key, kl, NULL, 0 };
+			cg_store_policy_write(u->f->st, &kv, 1);
+		}
+		if (!u->f->stopping)
+			unlink(path);
+		items_clear(u);
+	}
+	closedir(d);
+}
+
 static void *up_main(void *arg)
 {
 	struct up *u = arg;
 	struct cg_forwarder *f = u->f;
 	while (!f->stopping) {
+		replay_requests(u);
 		items_clear(u);
 		u->upto = u->cursor;
 		cg_store_scan_records_from(f->st, u->cursor + 1, collect, u);
@@ -473,7 +560,7 @@ static void *up_main(void *arg)
 			nap(f, due - now < POLL_MS ? due - now : POLL_MS, true);
 			continue;
 		}
-		flush_batch(u);
+		flush_batch(u, false);
 	}
 	items_clear(u);
 	free(u->items);

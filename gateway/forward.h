@@ -18,7 +18,9 @@
  *   'f' NAME 0x00 'c'           cursor: last acknowledged seq (8 B)
  *   'f' NAME 0x00 's'           state: JSON {last_error, next_retry_ms, delivered, dead}
  *   'f' NAME 0x00 'd' seq(8)    a dead-letter batch: JSON {seqs, reason, at_ms}
- * Not yet: re-queueing a dead-letter batch (`crashgatectl retry`).
+ * A dead-letter batch is sent again when a file named after its first seq
+ * appears in data_dir/retry/NAME/ (`crashgatectl retry` writes it: the
+ * store is only written by the daemon); its entry goes once it is delivered.
  */
 #ifndef CG_FORWARD_H
 #define CG_FORWARD_H

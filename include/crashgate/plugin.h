@@ -112,6 +112,8 @@ struct cg_flush_result {
 
 enum cg_plugin_log_level { CG_PLOG_DEBUG, CG_PLOG_INFO, CG_PLOG_WARN, CG_PLOG_ERROR };
 
+/* Valid from init until destroy returns; the plugin may keep the pointer.
+ * init may run for several upstreams at once, each on its own thread. */
 struct cg_plugin_host {
 	uint32_t abi_version;
 	uint32_t struct_size;
@@ -121,7 +123,10 @@ struct cg_plugin_host {
 	/* One log line, tagged with the upstream; never pass secrets or dump bytes. */
 	void (*log)(const struct cg_plugin_host *host, int level, const char *fmt, ...)
 		__attribute__((format(printf, 3, 4)));
-	/* Read a secret file's first line (malloc'd, caller frees with free()); NULL on error. */
+	/* Read a secret file's first line, without its CR/LF (malloc'd, caller
+	 * frees with free()); NULL on error. Paths are as written in the
+	 * configuration: relative ones resolve against the gateway's working
+	 * directory. */
 	char *(*read_secret)(const char *path);
 	/* The batch as the documented CBOR document (plugins/README.md):
 	 * {"gateway", "upstream", "region", "batch_id", "records": [{"meta": {...}, ? "dump": bstr}]}.

@@ -11,7 +11,9 @@ CG_GW_POLICY=$(cat <<YAML
 default_region: US
 regions:
   US: { upstreams: [ { name: us-files, kind: file, path: "$CG_T/out",
-                       batch: { max_dumps: 2, max_delay: 200ms }, retry: { min: 100ms, max: 1s } } ] }
+                       batch: { max_dumps: 2, max_delay: 200ms }, retry: { min: 100ms, max: 1s } },
+                     { name: us-mirror, kind: file, path: "$CG_T/mirror",
+                       batch: { max_dumps: 2, max_delay: 200ms } } ] }
 groups: [ { name: all, devices: ["*"], crash_dumps: enabled } ]
 YAML
 ) cg_gw_config
@@ -25,11 +27,24 @@ for i in 1 2 3 4 5; do
   done
 done
 cg_wait_for --timeout 20 grep -q "not delivered" "$(cg_gw_log)" || cg_fail "no retry was logged while the upstream was down"
+# The other upstream of the region is not held up by the outage.
+cg_wait_for --timeout 20 bash -c "python3 - '$CG_T' '$CG_SRC/tests/integration' <<'PY'
+import glob, sys
+sys.path.insert(0, sys.argv[2])
+import cbor
+n = sum(len(cbor.loads(open(f, 'rb').read())['records']) for f in glob.glob(sys.argv[1] + '/mirror/batch-*.cbor'))
+sys.exit(0 if n == 10 else 1)
+PY" || cg_fail "one upstream's outage held up the other"
 timeout 60 "$CG_BIN/crashgatectl" -c "$CG_T/gw.yaml" queue --json >"$CG_T/q.json"
 python3 -c '
 import json, sys
-r = json.load(open(sys.argv[1]))[0]
-assert r["depth"] == 10 and r["last_error"], r' "$CG_T/q.json" || cg_fail "queue while down: $(cat "$CG_T/q.json")"
+q = {r["upstream"]: r for r in json.load(open(sys.argv[1]))}
+assert q["us-files"]["depth"] == 10 and q["us-files"]["last_error"], q
+assert q["us-mirror"]["depth"] == 0, q
+# Not forwarded yet: one upstream of the region still lacks them.
+' "$CG_T/q.json" || cg_fail "queue while down: $(cat "$CG_T/q.json")"
+s=$(cg_ctl show d1/1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+[[ $s == stored ]] || cg_fail "d1/1 is '$s' while one upstream lacks it, want stored"
 rm "$CG_T/out" && mv "$CG_T/out.away" "$CG_T/out"        # back
 
 delivered() {

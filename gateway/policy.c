@@ -326,6 +326,38 @@ int cg_retention_sweep_records(struct cg_store *st, int64_t now_ms, uint64_t dum
 	return rc;
 }
 
+struct evict {
+	struct cg_store *st;
+	uint64_t want, overhead;
+	struct cg_retention_result *out;
+	int rc;
+};
+
+static int evict_visit(void *ctx, const struct cg_dump_record *rec_in)
+{
+	struct evict *e = ctx;
+	struct cg_dump_record *rec = (struct cg_dump_record *)rec_in; /* the scan's own buffer */
+	if (e->out->bytes_freed >= e->want)
+		return 1;
+	if (rec->status != CG_DUMP_FORWARDED || rec->body_deleted)
+		return 0;
+	uint64_t freed = rec->size + (uint64_t)rec->chunks * e->overhead;
+	e->rc = cg_store_delete_body(e->st, rec);
+	if (e->rc != CG_OK)
+		return 1;
+	e->out->bodies_deleted++;
+	e->out->bytes_freed += freed;
+	return 0;
+}
+
+int cg_evict_delivered(struct cg_store *st, uint64_t want, uint64_t chunk_overhead,
+		       struct cg_retention_result *out)
+{
+	struct evict e = { st, want, chunk_overhead, out, CG_OK };
+	int rc = cg_store_scan_records(st, evict_visit, &e);
+	return rc != CG_OK ? rc : e.rc;
+}
+
 /* Deletes are collected and written in batches of up to SWEEP_BATCH keys. */
 #define SWEEP_BATCH 256
 

@@ -99,6 +99,11 @@ struct cg_retention_result {
 int cg_retention_sweep_records(struct cg_store *st, int64_t now_ms, uint64_t dumps_ms,
 			       uint64_t history_ms, uint64_t chunk_overhead,
 			       struct cg_retention_result *out);
+/* Delete the bytes of forwarded dumps, oldest first, until `want` bytes
+ * (content and chunk overhead) are freed. Records stay (body_deleted). */
+int cg_evict_delivered(struct cg_store *st, uint64_t want, uint64_t chunk_overhead,
+		       struct cg_retention_result *out);
+
 int cg_retention_sweep_policy(struct cg_store *st, int64_t now_ms, uint64_t history_ms,
 			      uint64_t window_ms, struct cg_retention_result *out);
 

@@ -155,6 +155,7 @@ struct cg_reasm {
 	bool seen_full_logged;
 	int64_t last_retention;            /* monotonic ms; INT64_MIN = not yet */
 	bool retention_running;
+	bool evict_wanted;                 /* the store is full: free delivered dumps' bytes */
 	struct cg_sig_stats sigs;          /* signature statistics buffer, used under lock */
 };
 
@@ -1409,6 +1410,8 @@ static int chunk_locked(struct cg_reasm *rs, const char *device, const uint8_t *
 	const char *refuse = NULL;
 	if (rs->stats.store_bytes + cost > rs->opts.max_store_bytes)
 		refuse = "gateway storage full";
+	if (refuse)   /* delivered dumps' bytes can make room: at the next tick */
+		rs->evict_wanted = true;
 	else if (!od)
 		refuse = open_refusal(rs, device);
 	if (!refuse && rs->ranges_total >= MAX_RANGES_TOTAL && (!od || ranges_needs_new(od, c.ordinal)))
@@ -1630,7 +1633,7 @@ void cg_reasm_tick(struct cg_reasm *rs)
 	}
 	if (rs->cfg)
 		consent_tick(rs);
-	bool retention = rs->cfg && (rs->last_retention == INT64_MIN ||
+	bool retention = rs->cfg && (rs->last_retention == INT64_MIN || rs->evict_wanted ||
 				     now - rs->last_retention >= RETENTION_EVERY_MS);
 	pthread_mutex_unlock(&rs->lock);
 	flush_outbox(rs);
@@ -1693,6 +1696,24 @@ void cg_reasm_retention(struct cg_reasm *rs)
 
 	struct cg_retention_result res = { 0 };
 	int rc = cg_retention_sweep_records(rs->st, wall, dumps_ms, history_ms, CHUNK_OVERHEAD, &res);
+	/* Above 90 % of the budget, the bytes of dumps every upstream already
+	 * has go first (oldest first, down to 80 %): a gateway whose upstreams
+	 * are up never refuses devices for what it has delivered. Undelivered
+	 * dumps are never evicted; devices hear `busy` instead. */
+	pthread_mutex_lock(&rs->lock);
+	uint64_t used = rs->stats.store_bytes, budget = rs->opts.max_store_bytes;
+	rs->evict_wanted = false;
+	pthread_mutex_unlock(&rs->lock);
+	if (rc == CG_OK && used > budget / 10 * 9) {
+		struct cg_retention_result ev = { 0 };
+		rc = cg_evict_delivered(rs->st, used - budget / 10 * 8, CHUNK_OVERHEAD, &ev);
+		if (ev.bodies_deleted)
+			log_info("retention", "store at %" PRIu64 " of %" PRIu64 " bytes: deleted the bytes of %"
+				 PRIu64 " forwarded dumps (%" PRIu64 " bytes)", used, budget, ev.bodies_deleted,
+				 ev.bytes_freed);
+		res.bodies_deleted += ev.bodies_deleted;
+		res.bytes_freed += ev.bytes_freed;
+	}
 
 	pthread_mutex_lock(&rs->lock);
 	if (rc == CG_OK)

@@ -2,7 +2,7 @@
 # Run the benchmarks against a real Mosquitto on a free loopback port.
 # usage: tests/bench/run.sh [BUILD_DIR]   (default: build)
 # Environment: CG_BENCH_CHUNKS (default 100000), CG_BENCH_OPEN (default 10000),
-# CG_BENCH_STORM_DEVICES (default 10000).
+# CG_BENCH_STORM_DEVICES (default 10000), CG_BENCH_E2E_DUMPS (default 2000).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-$src/build}" && pwd)
@@ -19,3 +19,9 @@ CG_BROKER_CONF=$CG_T/bench-mosquitto.conf CG_BROKER_ACL=$CG_T/bench.acl cg_start
   --chunks "${CG_BENCH_CHUNKS:-100000}" --open-dumps "${CG_BENCH_OPEN:-10000}"
 "$build/tests/bench_storm" --uri "$CG_BROKER_URI" --crashgated "${CG_BENCH_GW:-$CG_BIN/crashgated}" --workdir "$CG_T" \
   --devices "${CG_BENCH_STORM_DEVICES:-10000}" --broker-pid "$CG_BROKER_PID"
+if [[ -x $build/tests/bench_e2e ]]; then
+  "$build/tests/bench_e2e" --uri "$CG_BROKER_URI" --crashgated "${CG_BENCH_GW:-$CG_BIN/crashgated}" --workdir "$CG_T" \
+    --plugin-dir "$CRASHGATE_PLUGIN_DIR" --dumps "${CG_BENCH_E2E_DUMPS:-2000}"
+else
+  echo "bench_e2e not built (needs libmicrohttpd): skipped" >&2
+fi

@@ -72,5 +72,36 @@ assert r["meta"]["device"] == "h1" and r["meta"]["dump_id"] == 1, r["meta"]
 assert r["dump"] == open(sys.argv[2], "rb").read()
 PY
 grep -q 'Idempotency-Key' "$req"/*.json || cg_fail "requests carry no Idempotency-Key"
+
+# SIGKILL during a flush: the upstream holds the request (hang), the gateway
+# is killed, restarted, and sends that batch again; nothing else repeats.
+echo '{"action": "hang", "seconds": 4}' >"$control"
+n_before=$(ls "$req"/*.json | wc -l)
+cg_random_file "$CG_T/c" 10000
+cg_send h1 "$CG_T/c" --dump-id 3 --format 4 >/dev/null || cg_fail "h1/3 not complete"
+cg_wait_for --timeout 20 bash -c "(( \$(ls '$req'/*.json | wc -l) > $n_before ))" || cg_fail "the batch never left"
+cg_gw_kill
+cg_gw_start
+cg_wait_for --timeout 30 received h1 3 "$CG_T/c" || cg_fail "the batch in flight at SIGKILL was lost"
+python3 - "$req" "$CG_SRC/tests/integration" <<'PY' || cg_fail "something other than the batch in flight was sent twice"
+import glob, json, sys
+sys.path.insert(0, sys.argv[2])
+import cbor
+seen = {}
+for f in sorted(glob.glob(f"{sys.argv[1]}/*.body")):
+    meta = json.load(open(f[:-5] + ".json"))
+    if meta.get("answered", {}).get("status", 200) not in (200, None) and "hang" not in json.dumps(meta):
+        continue   # the 400 of the dead letter
+    try:
+        doc = cbor.loads(open(f, "rb").read())
+    except Exception:
+        continue
+    for r in doc["records"]:
+        k = (r["meta"]["device"], r["meta"]["dump_id"])
+        seen.setdefault(k, set()).add(doc["batch_id"])
+twice = {k: v for k, v in seen.items() if k != ("h1", 1)}
+# Every record went in one batch id only: a repeat is the same batch again.
+assert all(len(v) == 1 for v in twice.values()), twice
+PY
 cg_gw_stop
 cg_pass "400 -> dead letter (shown by queue) -> retry -> delivered; later dumps not held up"

@@ -159,6 +159,16 @@ struct cg_reasm {
 	struct cg_sig_stats sigs;          /* signature statistics buffer, used under lock */
 };
 
+/* Empty a uthash table whose entries were malloc'd one by one. */
+#define FREE_ALL(head, type)                                   \
+	do {                                                   \
+		type *x_, *t_;                                 \
+		HASH_ITER(hh, head, x_, t_) {                  \
+			HASH_DEL(head, x_);                    \
+			free(x_);                              \
+		}                                              \
+	} while (0)
+
 static int64_t mono_clock(void *ctx)
 {
 	(void)ctx;
@@ -1885,36 +1895,12 @@ void cg_reasm_destroy(struct cg_reasm *rs)
 		free(od->ranges);
 		free(od);
 	}
-	struct device *d, *dtmp;
-	HASH_ITER(hh, rs->devices, d, dtmp) {
-		HASH_DEL(rs->devices, d);
-		free(d);
-	}
-	struct recent *r, *rtmp;
-	HASH_ITER(hh, rs->recent, r, rtmp) {
-		HASH_DEL(rs->recent, r);
-		free(r);
-	}
-	struct rejected *rj, *rjtmp;
-	HASH_ITER(hh, rs->rejected, rj, rjtmp) {
-		HASH_DEL(rs->rejected, rj);
-		free(rj);
-	}
-	struct seen *e, *etmp;
-	HASH_ITER(hh, rs->seen, e, etmp) {
-		HASH_DEL(rs->seen, e);
-		free(e);
-	}
-	struct sigres *sr, *srtmp;
-	HASH_ITER(hh, rs->sigres, sr, srtmp) {
-		HASH_DEL(rs->sigres, sr);
-		free(sr);
-	}
-	struct grp *g, *gtmp;
-	HASH_ITER(hh, rs->grps, g, gtmp) {
-		HASH_DEL(rs->grps, g);
-		free(g);
-	}
+	FREE_ALL(rs->devices, struct device);
+	FREE_ALL(rs->recent, struct recent);
+	FREE_ALL(rs->rejected, struct rejected);
+	FREE_ALL(rs->seen, struct seen);
+	FREE_ALL(rs->sigres, struct sigres);
+	FREE_ALL(rs->grps, struct grp);
 	for (size_t i = 0; i < rs->nout; i++)
 		free(rs->outbox[i]);
 	free(rs->outbox);

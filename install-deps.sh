@@ -9,6 +9,7 @@ pkgs=(
   libcurl4-openssl-dev libzstd-dev             # http and sentry output plugins
   libmicrohttpd-dev                            # admin endpoint, test HTTP servers
   mosquitto mosquitto-clients openssl python3  # broker and tools for demo and tests
+  curl python3-prometheus-client               # admin endpoint tests (metrics parsed by Prometheus's parser)
   libcmocka-dev                                # unit tests
   clang libclang-rt-14-dev                     # fuzzing (libFuzzer)
   gdb                                          # gcore: the demo makes a real ELF core

@@ -1797,6 +1797,31 @@ static const struct conf_key retention_keys[] = {
 	{ 0 }
 };
 
+static int check_listen(const void *field, char *msg, size_t msglen)
+{
+	const char *s = *(char *const *)field, *colon = strrchr(s, ':');
+	char shown[48];
+	char *end = NULL;
+	long port = colon ? strtol(colon + 1, &end, 10) : 0;
+	if (colon && colon != s && end && !*end && port > 0 && port < 65536)
+		return 0;
+	snprintf(msg, msglen, "'%s' is not an address to listen on: write host:port, e.g. "
+		 "127.0.0.1:8080", echo(s, strlen(s), shown, sizeof shown));
+	return -1;
+}
+
+#define AD(f)   (offsetof(struct cg_config, admin.f) - offsetof(struct cg_config, admin))
+
+static const struct conf_key admin_keys[] = {
+	{ .name = "listen", .type = CONF_STRING, .offset = AD(listen), .def = "127.0.0.1:8080",
+	  .max = 256, .check = check_listen,
+	  .desc = "Address of the admin HTTP endpoint (IPv4 host:port)." },
+	{ .name = "token_file", .type = CONF_PATH, .offset = AD(token_file),
+	  .desc = "File whose first line is the bearer token every route but /healthz requires; "
+		  "without it the endpoint only starts on a loopback address." },
+	{ 0 }
+};
+
 static const struct conf_key config_keys[] = {
 	{ .name = "gateway", .type = CONF_SECTION, .offset = offsetof(struct cg_config, gateway),
 	  .child = gateway_keys, .desc = "This gateway." },
@@ -1821,6 +1846,9 @@ static const struct conf_key config_keys[] = {
 	  .desc = "The consent signal sent to devices (SPEC §5)." },
 	{ .name = "retention", .type = CONF_SECTION, .offset = CF(retention),
 	  .child = retention_keys, .desc = "How long dumps and history are kept." },
+	{ .name = "admin", .type = CONF_SECTION, .flags = CONF_PRESENCE, .offset = CF(admin),
+	  .present_off = CF(admin_enabled), .child = admin_keys,
+	  .desc = "Present = the admin HTTP endpoint (health, readiness, metrics) runs." },
 	{ 0 }
 };
 

@@ -122,6 +122,12 @@ struct cg_config {
 		uint64_t dumps_ms;             /* default 29 d */
 		uint64_t history_ms;           /* default 15 d */
 	} retention;
+
+	bool admin_enabled;                /* an `admin:` section is present */
+	struct {
+		char *listen;                  /* host:port, default 127.0.0.1:8080 */
+		char *token_file;              /* bearer token (a secret); required off loopback */
+	} admin;
 };
 
 /* The group a device belongs to (SPEC §6.1): the first whose globs match,

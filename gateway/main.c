@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "admin.h"
 #include "config.h"
 #include "forward.h"
 #include "ingest.h"
@@ -35,6 +36,7 @@ struct cg_daemon {
 	struct cg_reasm *reasm;
 	struct cg_ingest *ingest;
 	struct cg_forwarder *forwarder;
+	struct cg_admin *admin;
 	pthread_t committer;
 	atomic_bool stopping;
 };
@@ -245,6 +247,17 @@ static int run(struct cg_daemon *d)
 		pthread_join(d->committer, NULL);
 		return 1;
 	}
+	if (d->cfg->admin_enabled) {
+		rc = cg_admin_start(d->cfg, d->reasm, d->ingest, &d->admin, err, sizeof err);
+		if (rc != CG_OK) {
+			log_error("main", "%s", err);
+			cg_ingest_stop(d->ingest, 0);
+			atomic_store(&d->stopping, true);
+			cg_reasm_wake(d->reasm);
+			pthread_join(d->committer, NULL);
+			return rc == CG_ERR_CONFIG ? 3 : 1;
+		}
+	}
 	log_info("main", "crashgated %s running: gateway %s, store %s", PROJECT_VERSION, d->cfg->gateway.id, path);
 
 	sigset_t set;
@@ -342,6 +355,7 @@ int main(int argc, char **argv)
 	int rc = run(&d);
 	if (d.ingest)
 		cg_ingest_stop(d.ingest, 0);
+	cg_admin_stop(d.admin);
 	cg_ingest_destroy(d.ingest);
 	cg_forwarder_stop(d.forwarder);
 	cg_reasm_destroy(d.reasm);

@@ -176,7 +176,8 @@ static const char full_yaml[] =
 	"  - { name: default, crash_dumps: enabled }\n"
 	"throttle: { max_identical: 3, window: 12h }\n"
 	"consent: { valid_for: 24h }\n"
-	"retention: { dumps: 7d, history: 30d }\n";
+	"retention: { dumps: 7d, history: 30d }\n"
+	"admin: { listen: 127.0.0.1:9090, token_file: /run/admin_token }\n";
 
 static void check_full(const struct cg_config *c)
 {
@@ -257,6 +258,9 @@ static void check_full_policy(const struct cg_config *c)
 	assert_int_equal(c->consent.valid_for_ms, 24ull * 3600 * 1000);
 	assert_int_equal(c->retention.dumps_ms, 7ull * 86400 * 1000);
 	assert_int_equal(c->retention.history_ms, 30ull * 86400 * 1000);
+	assert_true(c->admin_enabled);
+	assert_string_equal(c->admin.listen, "127.0.0.1:9090");
+	assert_string_equal(c->admin.token_file, "/run/admin_token");
 
 	/* Group matching: first match wins, the `default` group takes the rest. */
 	assert_ptr_equal(cg_config_group_for(c, "dw100-17"), &c->groups[0]);

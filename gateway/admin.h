@@ -1,0 +1,24 @@
+/*
+ * The admin HTTP endpoint (SPEC §10), on libmicrohttpd: /healthz (no token),
+ * /readyz and /metrics (Prometheus text format) behind a bearer token.
+ * Not yet: the /v1 routes (dumps, signatures, upstreams).
+ */
+#ifndef CG_ADMIN_H
+#define CG_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "ingest.h"
+#include "reassembly.h"
+
+struct cg_admin;
+
+/* Start on cfg->admin.listen. Refuses (with a message) a non-loopback
+ * address without a token, and an unreadable token file. */
+int cg_admin_start(const struct cg_config *cfg, struct cg_reasm *rs, struct cg_ingest *in,
+		   struct cg_admin **out, char *err, size_t errlen);
+void cg_admin_stop(struct cg_admin *a);
+
+#endif

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The admin endpoint: /healthz without a token; /readyz and /metrics only
+# with the bearer token; /readyz 503 while the broker is down and 200 when it
+# is back; /metrics parsed by Prometheus's own text-format parser, its
+# counters moving by exactly what was sent; no token off loopback is refused.
+source "$(dirname "$0")/gw.sh"
+CG_DEVICES="m1"
+cg_setup mosquitto curl
+pyprom=/usr/bin/python3
+"$pyprom" -c 'import prometheus_client.parser' 2>/dev/null || cg_skip "python3-prometheus-client not installed"
+cg_start_broker
+port=$(cg_free_port)
+printf 's3cret-admin-token\n' >"$CG_T/token"
+cg_gw_config "admin: { listen: 127.0.0.1:$port, token_file: \"$CG_T/token\" }"
+cg_gw_start
+base=http://127.0.0.1:$port
+code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+auth=(-H "Authorization: Bearer s3cret-admin-token")
+[[ $(code "$base/healthz") == 200 ]] || cg_fail "/healthz without a token"
+for r in readyz metrics; do
+  [[ $(code "$base/$r") == 401 ]] || cg_fail "/$r without a token is not 401"
+  [[ $(code -H "Authorization: Bearer wrong" "$base/$r") == 401 ]] || cg_fail "/$r with a wrong token is not 401"
+  [[ $(code -H "Authorization: Bearer s3cret-admin-token-and-more" "$base/$r") == 401 ]] || cg_fail "/$r with a longer token"
+  [[ $(code "${auth[@]}" "$base/$r") == 200 ]] || cg_fail "/$r with the token is not 200"
+done
+[[ $(code "${auth[@]}" "$base/nope") == 404 ]] || cg_fail "unknown route is not 404"
+grep -q s3cret "$(cg_gw_log)" && cg_fail "the token appears in the log"
+
+scrape() { curl -sf "${auth[@]}" "$base/metrics" >"$CG_T/$1.prom" || cg_fail "scrape failed"; }
+scrape before
+cg_random_file "$CG_T/d1" 10000
+cg_random_file "$CG_T/d2" 20000
+cg_send m1 "$CG_T/d1" --dump-id 1 --chunk-size 1000 --format 4 >/dev/null || cg_fail "d1"
+cg_send m1 "$CG_T/d2" --dump-id 2 --chunk-size 1000 --format 4 >/dev/null || cg_fail "d2"
+scrape after
+"$pyprom" - "$CG_T/before.prom" "$CG_T/after.prom" <<'PY' || cg_fail "metrics did not move by what was sent"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+def load(p):
+    out = {}
+    for fam in text_string_to_metric_families(open(p).read()):
+        for s in fam.samples:
+            out[s.name] = s.value
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+d = lambda k: b[k] - a[k]
+assert d("crashgate_chunks_received_total") == 30, d("crashgate_chunks_received_total")
+assert d("crashgate_chunk_received_bytes_total") == 30000
+assert d("crashgate_dumps_completed_total") == 2
+assert d("crashgate_dumps_rejected_total") == 0
+assert b["crashgate_open_dumps"] == 0 and b["crashgate_broker_connected"] == 1
+assert b["crashgate_store_bytes"] >= 30000
+PY
+
+# Readiness follows the broker.
+cg_stop_broker
+cg_wait_for --timeout 20 bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer s3cret-admin-token' '$base/readyz') == 503 ]]" ||
+  cg_fail "/readyz is not 503 with the broker down"
+curl -s "${auth[@]}" "$base/readyz" | grep -q "broker" || cg_fail "/readyz does not say why"
+cg_restart_broker
+cg_wait_for --timeout 30 bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer s3cret-admin-token' '$base/readyz') == 200 ]]" ||
+  cg_fail "/readyz is not 200 once the broker is back"
+cg_gw_stop
+
+# Off loopback without a token: refused at start.
+cat >"$CG_T/open.yaml" <<YAML
+gateway: { id: g, data_dir: "$CG_T/open" }
+mqtt: { uri: "$CG_BROKER_URI" }
+admin: { listen: 0.0.0.0:$port }
+YAML
+rc=0; timeout 20 "$CG_BIN/crashgated" -c "$CG_T/open.yaml" 2>"$CG_T/open.err" || rc=$?
+((rc == 3)) && grep -q "not a loopback address" "$CG_T/open.err" || cg_fail "open admin without a token: exit $rc $(cat "$CG_T/open.err")"
+cg_pass "admin: token on every route but /healthz, readiness follows the broker, metrics parse and count"

@@ -10,10 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "log.h"
+#include "policy.h"
+#include "record.h"
 
 struct cg_admin {
 	struct MHD_Daemon *mhd;
+	const struct cg_config *cfg;
+	struct cg_store *st;
 	struct cg_reasm *rs;
 	struct cg_ingest *in;
 	char *token;                      /* NULL: no token (loopback only) */
@@ -116,6 +122,160 @@ static void metrics(struct cg_admin *a, struct buf *b)
 	metric(b, "crashgate_config_reloads_total", "counter", "Configuration reloads applied.", s.config_generation - 1);
 }
 
+static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!s)
+		return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain", "out of memory\n", 14);
+	enum MHD_Result r = reply(c, status, "application/json", s, strlen(s));
+	free(s);
+	return r;
+}
+
+static enum MHD_Result not_found(struct MHD_Connection *c)
+{
+	return reply_json(c, MHD_HTTP_NOT_FOUND, json_pack("{s:s}", "error", "no such dump"));
+}
+
+/* ---- /v1/dumps: filters and paging over the records (receipt order) ---- */
+
+struct list_q {
+	const char *device, *group, *region, *signature, *status;
+	int64_t since, until;
+	uint64_t after;
+	size_t limit;
+	const char *gateway;
+	struct cg_store *st;
+	json_t *rows;
+	uint64_t last;
+	bool more;
+};
+
+static int list_visit(void *ctx, const struct cg_dump_record *r)
+{
+	struct list_q *q = ctx;
+	if (r->seq <= q->after)
+		return 0;
+	if ((q->device && strcmp(q->device, r->device)) || (q->group && strcmp(q->group, r->group)) ||
+	    (q->region && strcmp(q->region, r->region)) ||
+	    (q->signature && strcmp(q->signature, r->signature)) ||
+	    (q->status && strcmp(q->status, cg_dump_status_name(r->status))) ||
+	    (q->since && r->received_at_ms < q->since) || (q->until && r->received_at_ms >= q->until))
+		return 0;
+	if (json_array_size(q->rows) == q->limit) {
+		q->more = true;
+		return 1;
+	}
+	json_array_append_new(q->rows, cg_record_json(q->gateway, q->st, r));
+	q->last = r->seq;
+	return 0;
+}
+
+static const char *arg(struct MHD_Connection *c, const char *k)
+{
+	const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, k);
+	return v && *v ? v : NULL;
+}
+
+static enum MHD_Result list_dumps(struct cg_admin *a, struct MHD_Connection *c)
+{
+	struct list_q q = { .device = arg(c, "device"), .group = arg(c, "group"),
+			    .region = arg(c, "region"), .signature = arg(c, "signature"),
+			    .status = arg(c, "status"), .limit = 100, .gateway = a->cfg->gateway.id,
+			    .st = a->st };
+	const char *v;
+	char *end;
+	if ((v = arg(c, "limit"))) {
+		unsigned long n = strtoul(v, &end, 10);
+		if (*end || n < 1 || n > 1000)
+			return reply_json(c, MHD_HTTP_BAD_REQUEST, json_pack("{s:s}", "error", "limit: 1 to 1000"));
+		q.limit = n;
+	}
+	if ((v = arg(c, "after"))) {
+		q.after = strtoull(v, &end, 10);
+		if (*end)
+			return reply_json(c, MHD_HTTP_BAD_REQUEST, json_pack("{s:s}", "error", "after: a sequence number"));
+	}
+	if (((v = arg(c, "since")) && cg_parse_time(v, &q.since) != 0) ||
+	    ((v = arg(c, "until")) && cg_parse_time(v, &q.until) != 0)) {
+		return reply_json(c, MHD_HTTP_BAD_REQUEST, json_pack("{s:s}", "error", "since/until: RFC 3339"));
+	}
+	q.rows = json_array();
+	cg_store_scan_records_from(a->st, q.after + 1, list_visit, &q);
+	json_t *j = json_pack("{s:o}", "dumps", q.rows);
+	if (q.more)
+		json_object_set_new(j, "next", json_integer((json_int_t)q.last));
+	return reply_json(c, MHD_HTTP_OK, j);
+}
+
+static enum MHD_Result one_dump(struct cg_admin *a, struct MHD_Connection *c, const char *id, bool raw)
+{
+	struct cg_dump_record *r = malloc(sizeof *r);
+	if (!r || cg_record_find(a->st, a->cfg->gateway.id, id, r) != CG_OK) {
+		free(r);
+		return not_found(c);
+	}
+	if (!raw) {
+		enum MHD_Result res = reply_json(c, MHD_HTTP_OK, cg_record_json(a->cfg->gateway.id, a->st, r));
+		free(r);
+		return res;
+	}
+	uint8_t *body = NULL;
+	size_t len = 0;
+	bool has = r->status != CG_DUMP_THROTTLED && !r->body_deleted &&
+		   cg_store_get_body(a->st, r->seq, &body, &len) == CG_OK;
+	char disp[200];
+	snprintf(disp, sizeof disp, "attachment; filename=\"%s-%" PRIu64 ".dump\"", r->device, r->dump_id);
+	free(r);
+	if (!has)
+		return reply_json(c, MHD_HTTP_GONE, json_pack("{s:s}", "error", "the dump's bytes are not kept"));
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+	MHD_add_response_header(resp, "Content-Disposition", disp);
+	enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static int sig_visit(void *ctx, const char *sig, const struct cg_sig_stats *s)
+{
+	char t1[40], t2[40];
+	cg_record_time(s->first_seen_ms, t1, sizeof t1);
+	cg_record_time(s->last_seen_ms, t2, sizeof t2);
+	json_array_append_new(ctx, json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:s}", "signature", sig,
+					     "count", (json_int_t)s->stored, "throttled",
+					     (json_int_t)s->throttled, "occurrences",
+					     (json_int_t)(s->stored + s->throttled), "first_seen", t1,
+					     "last_seen", t2, "reason", s->reason));
+	return 0;
+}
+
+static enum MHD_Result v1(struct cg_admin *a, struct MHD_Connection *c, const char *url)
+{
+	if (strcmp(url, "/v1/dumps") == 0)
+		return list_dumps(a, c);
+	if (strncmp(url, "/v1/dumps/", 10) == 0) {
+		char id[600];
+		snprintf(id, sizeof id, "%s", url + 10);
+		size_t n = strlen(id);
+		bool raw = n > 4 && strcmp(id + n - 4, "/raw") == 0;
+		if (raw)
+			id[n - 4] = '\0';
+		return one_dump(a, c, id, raw);
+	}
+	if (strcmp(url, "/v1/signatures") == 0) {
+		json_t *rows = json_array();
+		cg_policy_scan_sigs(a->st, sig_visit, rows);
+		return reply_json(c, MHD_HTTP_OK, json_pack("{s:o}", "signatures", rows));
+	}
+	return reply(c, MHD_HTTP_NOT_FOUND, "text/plain", "no such route\n", 14);
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 			      const char *version, const char *upload, size_t *upload_size, void **req)
 {
@@ -144,10 +304,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		free(b.p);
 		return r;
 	}
+	if (strncmp(url, "/v1/", 4) == 0)
+		return v1(a, c, url);
 	return reply(c, MHD_HTTP_NOT_FOUND, "text/plain", "no such route\n", 14);
 }
 
-int cg_admin_start(const struct cg_config *cfg, struct cg_reasm *rs, struct cg_ingest *in,
+int cg_admin_start(const struct cg_config *cfg, struct cg_store *st, struct cg_reasm *rs,
+		   struct cg_ingest *in,
 		   struct cg_admin **out, char *err, size_t errlen)
 {
 	char host[256];
@@ -162,6 +325,8 @@ int cg_admin_start(const struct cg_config *cfg, struct cg_reasm *rs, struct cg_i
 	struct cg_admin *a = calloc(1, sizeof *a);
 	if (!a)
 		return CG_ERR_NOMEM;
+	a->cfg = cfg;
+	a->st = st;
 	a->rs = rs;
 	a->in = in;
 	if (cfg->admin.token_file) {

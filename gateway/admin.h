@@ -1,7 +1,9 @@
 /*
  * The admin HTTP endpoint (SPEC §10), on libmicrohttpd: /healthz (no token),
  * /readyz and /metrics (Prometheus text format) behind a bearer token.
- * Not yet: the /v1 routes (dumps, signatures, upstreams).
+ * /v1/dumps (filters device, group, region, signature, status, since, until;
+ * paging limit/after → next), /v1/dumps/{id}, /v1/dumps/{id}/raw,
+ * /v1/signatures: JSON, the record of SPEC §12. Not yet: /v1/upstreams.
  */
 #ifndef CG_ADMIN_H
 #define CG_ADMIN_H
@@ -12,12 +14,14 @@
 #include "config.h"
 #include "ingest.h"
 #include "reassembly.h"
+#include "store.h"
 
 struct cg_admin;
 
 /* Start on cfg->admin.listen. Refuses (with a message) a non-loopback
  * address without a token, and an unreadable token file. */
-int cg_admin_start(const struct cg_config *cfg, struct cg_reasm *rs, struct cg_ingest *in,
+int cg_admin_start(const struct cg_config *cfg, struct cg_store *st, struct cg_reasm *rs,
+		   struct cg_ingest *in,
 		   struct cg_admin **out, char *err, size_t errlen);
 void cg_admin_stop(struct cg_admin *a);
 

@@ -248,7 +248,7 @@ static int run(struct cg_daemon *d)
 		return 1;
 	}
 	if (d->cfg->admin_enabled) {
-		rc = cg_admin_start(d->cfg, d->reasm, d->ingest, &d->admin, err, sizeof err);
+		rc = cg_admin_start(d->cfg, d->store, d->reasm, d->ingest, &d->admin, err, sizeof err);
 		if (rc != CG_OK) {
 			log_error("main", "%s", err);
 			cg_ingest_stop(d->ingest, 0);

@@ -148,3 +148,32 @@ json_t *cg_record_json(const char *gateway, struct cg_store *st, const struct cg
 	return o;
 }
 
+
+int cg_record_find(struct cg_store *st, const char *gateway, const char *id, struct cg_dump_record *out)
+{
+	char *end;
+	uint64_t seq = strtoull(id, &end, 10);
+	if (*end == '\0' && seq > 0)
+		return cg_store_get_record(st, seq, out);
+	char dev[CG_DEVICE_ID_MAX + 1];
+	uint64_t dump_id;
+	const char *p = id;
+	size_t glen = strlen(gateway);
+	if (strncmp(p, gateway, glen) == 0 && p[glen] == '/')
+		p += glen + 1;
+	const char *slash = strchr(p, '/');
+	if (!slash || (size_t)(slash - p) > CG_DEVICE_ID_MAX)
+		return CG_ERR_NOT_FOUND;
+	memcpy(dev, p, (size_t)(slash - p));
+	dev[slash - p] = '\0';
+	dump_id = strtoull(slash + 1, &end, 10);
+	if (end == slash + 1 || (*end != '\0' && *end != '/'))
+		return CG_ERR_NOT_FOUND;
+	struct cg_dumpkey k;
+	cg_dumpkey_make(&k, dev, strlen(dev), dump_id);
+	struct cg_index_entry ie;
+	if (cg_store_index_get(st, &k, &ie) != CG_OK || ie.seq == 0)
+		return CG_ERR_NOT_FOUND;
+	return cg_store_get_record(st, ie.seq, out);
+}
+

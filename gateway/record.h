@@ -16,4 +16,8 @@ const char *cg_record_format_name(const struct cg_dump_record *r);
  * NULL, adds `occurrences` from the signature counts. */
 json_t *cg_record_json(const char *gateway, struct cg_store *st, const struct cg_dump_record *r);
 
+/* A committed dump by its stable id, DEVICE/DUMP_ID, or sequence number.
+ * CG_ERR_NOT_FOUND when there is none. */
+int cg_record_find(struct cg_store *st, const char *gateway, const char *id, struct cg_dump_record *out);
+
 #endif

@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "forward.h"
 #include "log.h"
 #include "policy.h"
 #include "record.h"
@@ -268,6 +269,9 @@ static enum MHD_Result v1(struct cg_admin *a, struct MHD_Connection *c, const ch
 			id[n - 4] = '\0';
 		return one_dump(a, c, id, raw);
 	}
+	if (strcmp(url, "/v1/upstreams") == 0)
+		return reply_json(c, MHD_HTTP_OK, json_pack("{s:o}", "upstreams",
+							    cg_forward_queue_json(a->cfg, a->st)));
 	if (strcmp(url, "/v1/signatures") == 0) {
 		json_t *rows = json_array();
 		cg_policy_scan_sigs(a->st, sig_visit, rows);

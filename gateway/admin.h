@@ -3,7 +3,7 @@
  * /readyz and /metrics (Prometheus text format) behind a bearer token.
  * /v1/dumps (filters device, group, region, signature, status, since, until;
  * paging limit/after → next), /v1/dumps/{id}, /v1/dumps/{id}/raw,
- * /v1/signatures: JSON, the record of SPEC §12. Not yet: /v1/upstreams.
+ * /v1/signatures, /v1/upstreams (queue per upstream): JSON.
  */
 #ifndef CG_ADMIN_H
 #define CG_ADMIN_H

@@ -213,83 +213,9 @@ static void print_signatures(json_t *groups, bool as_json)
 	json_decref(rows);
 }
 
-/* ---- queue: what each upstream has yet to deliver ---- */
-
-struct queue_ctx {
-	const char *region;
-	uint64_t cursor;
-	json_int_t depth, bytes;
-	int64_t oldest;
-};
-
-static int queue_visit(void *ctx, const struct cg_dump_record *r)
-{
-	struct queue_ctx *q = ctx;
-	if (r->seq <= q->cursor || strcmp(r->region, q->region) != 0)
-		return 0;
-	if (r->status != CG_DUMP_THROTTLED &&
-	    (r->body_deleted || (r->status != CG_DUMP_STORED && r->status != CG_DUMP_FORWARDED)))
-		return 0;
-	q->depth++;
-	if (r->status != CG_DUMP_THROTTLED)
-		q->bytes += (json_int_t)r->size;
-	if (!q->oldest || r->received_at_ms < q->oldest)
-		q->oldest = r->received_at_ms;
-	return 0;
-}
-
-static int count_dead(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
-{
-	(void)key, (void)klen, (void)val, (void)vlen;
-	(*(json_int_t *)ctx)++;
-	return 0;
-}
-
 static void print_queue(struct ctl *c, const struct cg_config *cfg)
 {
-	json_t *rows = json_array();
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-	for (size_t i = 0; i < cfg->n_regions; i++) {
-		for (size_t j = 0; j < cfg->regions[i].n_upstreams; j++) {
-			const struct cg_upstream_config *u = &cfg->regions[i].upstreams[j];
-			struct queue_ctx q = { .region = cfg->regions[i].name };
-			uint8_t key[208], *v = NULL;
-			size_t kl = cg_forward_key(key, sizeof key, u->name, 'c'), vl = 0;
-			if (cg_store_policy_get(c->st, key, kl, &v, &vl) == CG_OK) {
-				for (size_t b = 0; vl == 8 && b < 8; b++)
-					q.cursor = (q.cursor << 8) | v[b];
-				cg_store_free(v);
-			}
-			cg_store_scan_records_from(c->st, q.cursor + 1, queue_visit, &q);
-			json_int_t dead = 0;
-			kl = cg_forward_key(key, sizeof key, u->name, 'd');
-			cg_store_scan_policy(c->st, key, kl, count_dead, &dead);
-			json_t *row = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "upstream", u->name,
-						"kind", u->kind, "region", q.region, "depth", q.depth,
-						"bytes", q.bytes, "delivered_through_seq", (json_int_t)q.cursor,
-						"dead_letters", dead);
-			if (q.oldest)
-				json_object_set_new(row, "oldest_age_s", json_integer((now - q.oldest) / 1000));
-			kl = cg_forward_key(key, sizeof key, u->name, 's');
-			if (cg_store_policy_get(c->st, key, kl, &v, &vl) == CG_OK) {
-				json_t *st = json_loadb((const char *)v, vl, 0, NULL);
-				cg_store_free(v);
-				const char *le = st ? json_string_value(json_object_get(st, "last_error")) : NULL;
-				json_int_t nr = st ? json_integer_value(json_object_get(st, "next_retry_ms")) : 0;
-				if (le && *le)
-					json_object_set_new(row, "last_error", json_string(le));
-				if (nr > now) {
-					char when[40];
-					rfc3339(nr, when, sizeof when);
-					json_object_set_new(row, "next_retry", json_string(when));
-				}
-				json_decref(st);
-			}
-			json_array_append_new(rows, row);
-		}
-	}
+	json_t *rows = cg_forward_queue_json(cfg, c->st);
 	if (c->json) {
 		json_dumpf(rows, stdout, JSON_INDENT(2));
 		printf("\n");

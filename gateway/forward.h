@@ -50,4 +50,10 @@ void cg_forwarder_wake(struct cg_forwarder *f);
 /* The policy-CF key of an upstream's cursor / state (for crashgatectl queue). */
 size_t cg_forward_key(uint8_t *out, size_t cap, const char *upstream, char what);
 
+/* Per upstream of cfg: depth, bytes, oldest_age_s, delivered_through_seq,
+ * dead_letters, last_error, next_retry (a new JSON array; caller decrefs).
+ * Works on the daemon's store and on a read-only secondary. */
+#include <jansson.h>
+json_t *cg_forward_queue_json(const struct cg_config *cfg, struct cg_store *st);
+
 #endif

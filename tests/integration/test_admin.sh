@@ -81,6 +81,12 @@ curl -sf "${auth[@]}" "$base/v1/signatures" | python3 -c '
 import json, sys; s = json.load(sys.stdin)["signatures"]; assert len(s) == 3 and all(x["count"] == 1 for x in s), s' ||
   cg_fail "signatures"
 
+curl -sf "${auth[@]}" "$base/v1/upstreams" | python3 -c '
+import json, sys
+u = json.load(sys.stdin)["upstreams"]
+assert [x["upstream"] for x in u] == ["us-files"] and u[0]["region"] == "US" and u[0]["dead_letters"] == 0, u' ||
+  cg_fail "upstreams"
+
 # Readiness follows the broker.
 cg_stop_broker
 cg_wait_for --timeout 20 bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer s3cret-admin-token' '$base/readyz') == 503 ]]" ||

@@ -52,8 +52,6 @@ struct up {
 struct cg_forwarder {
 	const struct cg_config *cfg;
 	struct cg_store *st;
-	cg_forward_freed_fn freed;
-	void *freed_ctx;
 	struct up *ups;
 	size_t n;
 	pthread_mutex_t lock;
@@ -430,15 +428,12 @@ static void flush_batch(struct up *u, bool replay)
 	struct cg_plugin_record *recs = calloc(u->n, sizeof *recs);
 	if (!recs)
 		return;
-	char status[u->n][12];
 	for (size_t i = 0; i < u->n; i++) {
 		struct fwd_item *it = &u->items[i];
-		snprintf(status[i], sizeof status[i], "%s",
-			 it->rec.status == CG_DUMP_THROTTLED ? "throttled" : "stored");
 		const char *fmt = cg_record_format_name(&it->rec);
 		recs[i] = (struct cg_plugin_record){
 			.id = it->id, .device = it->rec.device, .dump_id = it->rec.dump_id,
-			.group = it->rec.group, .region = it->rec.region, .status = status[i],
+			.group = it->rec.group, .region = it->rec.region, .status = it->rec.status == CG_DUMP_THROTTLED ? "throttled" : "stored",
 			.format = fmt ? fmt : "raw", .signature = it->rec.signature,
 			.received_at_ms = it->rec.received_at_ms, .meta_json = it->json,
 			.meta_cbor = it->cbor, .meta_cbor_len = it->cbor_len, .body = it->body,
@@ -568,8 +563,8 @@ static void *up_main(void *arg)
 	return NULL;
 }
 
-int cg_forwarder_start(const struct cg_config *cfg, struct cg_store *st, cg_forward_freed_fn freed,
-		       void *freed_ctx, struct cg_forwarder **out, char *err, size_t errlen)
+int cg_forwarder_start(const struct cg_config *cfg, struct cg_store *st, struct cg_forwarder **out,
+		       char *err, size_t errlen)
 {
 	struct cg_forwarder *f = calloc(1, sizeof *f);
 	size_t n = 0;
@@ -582,8 +577,6 @@ int cg_forwarder_start(const struct cg_config *cfg, struct cg_store *st, cg_forw
 	}
 	f->cfg = cfg;
 	f->st = st;
-	f->freed = freed;
-	f->freed_ctx = freed_ctx;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->cond, NULL);
 	const char *dir = cg_config_plugin_dir(cfg);

@@ -30,16 +30,13 @@
 
 struct cg_forwarder;
 
-/* Called with bytes freed when delivered dumps' bytes are deleted. */
-typedef void (*cg_forward_freed_fn)(void *ctx, uint64_t bytes);
-
 /*
  * Load every upstream's plugin, initialise it and start its thread. Fails
  * (with a message naming the upstream) if any plugin cannot be loaded or
  * initialised. cfg must outlive the forwarder.
  */
-int cg_forwarder_start(const struct cg_config *cfg, struct cg_store *st, cg_forward_freed_fn freed,
-		       void *freed_ctx, struct cg_forwarder **out, char *err, size_t errlen);
+int cg_forwarder_start(const struct cg_config *cfg, struct cg_store *st, struct cg_forwarder **out,
+		       char *err, size_t errlen);
 
 /* Let threads finish the flush in flight, stop them, destroy the plugins. */
 void cg_forwarder_stop(struct cg_forwarder *f);

@@ -32,7 +32,7 @@ struct out_item {
 	uint64_t key;              /* hash of topic and payload */
 	bool indexed;              /* in out_index (a colliding key is not) */
 	bool retained;
-	size_t tlen, len;
+	size_t len;
 	char *topic;
 	uint8_t *payload;
 	char buf[];                /* topic, NUL, payload */
@@ -400,7 +400,6 @@ static void enqueue(struct cg_ingest *in, const char *device, const char *kind, 
 		memset(it, 0, sizeof *it);
 		it->key = key;
 		it->retained = retained;
-		it->tlen = (size_t)tl;
 		it->len = len;
 		it->topic = it->buf;
 		memcpy(it->topic, topic, (size_t)tl + 1);

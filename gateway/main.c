@@ -187,11 +187,6 @@ static void reload(struct cg_daemon *d)
 		 n->n_regions);
 }
 
-static void forward_freed(void *ctx, uint64_t bytes)
-{
-	cg_reasm_release_bytes(ctx, bytes);
-}
-
 static int run(struct cg_daemon *d)
 {
 	char err[1024];
@@ -230,7 +225,7 @@ static int run(struct cg_daemon *d)
 		return 1;
 	}
 	/* Upstreams: every plugin loads and starts, or the gateway does not. */
-	rc = cg_forwarder_start(d->cfg, d->store, forward_freed, d->reasm, &d->forwarder, err, sizeof err);
+	rc = cg_forwarder_start(d->cfg, d->store, &d->forwarder, err, sizeof err);
 	if (rc != CG_OK) {
 		log_error("main", "%s", err);
 		return rc == CG_ERR_CONFIG ? 3 : 1;

@@ -320,7 +320,7 @@ int cg_retention_sweep_records(struct cg_store *st, int64_t now_ms, uint64_t dum
 	/* Index entries of content duplicates point at another dump's record:
 	 * once that record is gone they go too (rejections are not indexed). */
 	uint64_t span = dumps_ms > history_ms ? dumps_ms : history_ms;
-	uint64_t aliases = 0;
+	uint64_t aliases = 0;   /* not history of their own: not counted in out */
 	if (rc == CG_OK)
 		rc = cg_store_sweep_index(st, now_ms - (int64_t)span, &aliases);
 	return rc;

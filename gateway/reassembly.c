@@ -1668,13 +1668,6 @@ void cg_reasm_set_config(struct cg_reasm *rs, const struct cg_config *cfg)
 	pthread_mutex_unlock(&rs->lock);
 }
 
-void cg_reasm_release_bytes(struct cg_reasm *rs, uint64_t bytes)
-{
-	pthread_mutex_lock(&rs->lock);
-	rs->stats.store_bytes -= bytes > rs->stats.store_bytes ? rs->stats.store_bytes : bytes;
-	pthread_mutex_unlock(&rs->lock);
-}
-
 void cg_reasm_set_wall_clock(struct cg_reasm *rs, cg_clock_fn wall, void *ctx)
 {
 	pthread_mutex_lock(&rs->lock);

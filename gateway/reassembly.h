@@ -129,9 +129,6 @@ void cg_reasm_set_config(struct cg_reasm *rs, const struct cg_config *cfg);
  * window and retention; injectable so tests need no sleeps. NULL = real. */
 void cg_reasm_set_wall_clock(struct cg_reasm *rs, cg_clock_fn wall, void *ctx);
 
-/* Bytes the store no longer holds (forwarded dumps' bytes deleted). */
-void cg_reasm_release_bytes(struct cg_reasm *rs, uint64_t bytes);
-
 /* Run retention now (tick does it once a minute). */
 void cg_reasm_retention(struct cg_reasm *rs);
 

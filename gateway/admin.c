@@ -23,6 +23,7 @@ struct cg_admin {
 	struct cg_store *st;
 	struct cg_reasm *rs;
 	struct cg_ingest *in;
+	struct cg_forwarder *fw;
 	char *token;                      /* NULL: no token (loopback only) */
 	size_t token_len;
 };
@@ -96,6 +97,75 @@ static void metric(struct buf *b, const char *name, const char *type, const char
 	add(b, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
 }
 
+/* Label values are configuration names (checked at load: no quotes or
+ * backslashes), so they need no escaping. */
+static void upstream_metrics(struct cg_admin *a, struct buf *b)
+{
+	json_t *q = cg_forward_queue_json(a->cfg, a->st);
+	size_t i;
+	json_t *r;
+	static const struct {
+		const char *key, *name, *help;
+	} gauges[] = {
+		{ "depth", "crashgate_upstream_queue_dumps", "Dumps waiting for this upstream." },
+		{ "bytes", "crashgate_upstream_queue_bytes", "Bytes of the dumps waiting for this upstream." },
+		{ "oldest_age_s", "crashgate_upstream_queue_oldest_age_seconds", "Age of the oldest dump waiting (0 when none)." },
+		{ "dead_letters", "crashgate_upstream_dead_letter_batches", "Batches the upstream refused, kept for crashgatectl retry." },
+	};
+	for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
+		add(b, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name, gauges[g].help, gauges[g].name);
+		json_array_foreach(q, i, r) {
+			add(b, "%s{upstream=\"%s\",region=\"%s\"} %" JSON_INTEGER_FORMAT "\n", gauges[g].name,
+			    json_string_value(json_object_get(r, "upstream")),
+			    json_string_value(json_object_get(r, "region")),
+			    json_integer_value(json_object_get(r, gauges[g].key)));
+		}
+	}
+	json_decref(q);
+
+	struct cg_upstream_stats st[64];
+	size_t n = cg_forwarder_stats(a->fw, st, 64);
+	if (n > 64)
+		n = 64;
+	add(b, "# HELP crashgate_upstream_batches_total Batches handed to an upstream, by result.\n"
+	       "# TYPE crashgate_upstream_batches_total counter\n");
+	for (size_t k = 0; k < n; k++) {
+		static const char *const res[] = { "ok", "retry", "drop" };
+		uint64_t v[] = { st[k].batches_ok, st[k].batches_retry, st[k].batches_drop };
+		for (int j = 0; j < 3; j++)
+			add(b, "crashgate_upstream_batches_total{upstream=\"%s\",result=\"%s\"} %" PRIu64 "\n",
+			    st[k].name, res[j], v[j]);
+	}
+	add(b, "# HELP crashgate_upstream_dumps_delivered_total Dumps an upstream acknowledged.\n"
+	       "# TYPE crashgate_upstream_dumps_delivered_total counter\n");
+	for (size_t k = 0; k < n; k++)
+		add(b, "crashgate_upstream_dumps_delivered_total{upstream=\"%s\"} %" PRIu64 "\n", st[k].name,
+		    st[k].dumps_delivered);
+	add(b, "# HELP crashgate_upstream_delivered_bytes_total Dump bytes an upstream acknowledged.\n"
+	       "# TYPE crashgate_upstream_delivered_bytes_total counter\n");
+	for (size_t k = 0; k < n; k++)
+		add(b, "crashgate_upstream_delivered_bytes_total{upstream=\"%s\"} %" PRIu64 "\n", st[k].name,
+		    st[k].bytes_delivered);
+	add(b, "# HELP crashgate_upstream_flush_duration_seconds Time an upstream took to answer a batch.\n"
+	       "# TYPE crashgate_upstream_flush_duration_seconds histogram\n");
+	for (size_t k = 0; k < n; k++) {
+		uint64_t cum = 0;
+		for (int j = 0; j <= CG_FWD_LATENCY_BUCKETS; j++) {
+			cum += st[k].latency[j];
+			if (j < CG_FWD_LATENCY_BUCKETS)
+				add(b, "crashgate_upstream_flush_duration_seconds_bucket{upstream=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+				    st[k].name, cg_forward_latency_bounds[j], cum);
+			else
+				add(b, "crashgate_upstream_flush_duration_seconds_bucket{upstream=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+				    st[k].name, cum);
+		}
+		add(b, "crashgate_upstream_flush_duration_seconds_sum{upstream=\"%s\"} %.6f\n", st[k].name,
+		    st[k].latency_sum_s);
+		add(b, "crashgate_upstream_flush_duration_seconds_count{upstream=\"%s\"} %" PRIu64 "\n",
+		    st[k].name, cum);
+	}
+}
+
 /* Prometheus text exposition format; names and units after its naming
  * conventions (_total for counters, _bytes for sizes). */
 static void metrics(struct cg_admin *a, struct buf *b)
@@ -109,7 +179,11 @@ static void metrics(struct cg_admin *a, struct buf *b)
 	metric(b, "crashgate_chunks_stored_total", "counter", "New chunks written to the store.", s.chunks_stored);
 	metric(b, "crashgate_messages_malformed_total", "counter", "Device messages that did not decode.", s.messages_malformed);
 	metric(b, "crashgate_dumps_completed_total", "counter", "Dumps stored whole.", s.dumps_completed);
-	metric(b, "crashgate_dumps_rejected_total", "counter", "Dumps rejected (too large, corrupt, CRC, window, quota).", s.dumps_rejected);
+	add(b, "# HELP crashgate_dumps_rejected_total Dumps rejected, by reason.\n"
+	       "# TYPE crashgate_dumps_rejected_total counter\n");
+	for (int k = 0; k < CG_REJECT_CLASSES; k++)
+		add(b, "crashgate_dumps_rejected_total{reason=\"%s\"} %" PRIu64 "\n",
+		    cg_reject_class_name((enum cg_reject_class)k), s.rejected_by_class[k]);
 	metric(b, "crashgate_dumps_throttled_total", "counter", "Dumps answered throttled (bytes not kept).", s.dumps_throttled);
 	metric(b, "crashgate_dumps_deduplicated_total", "counter", "Dumps sent again under a new id, stored once.", s.dumps_deduplicated);
 	metric(b, "crashgate_dumps_expired_total", "counter", "Dumps dropped incomplete after reassembly_timeout.", s.dumps_expired);
@@ -121,6 +195,7 @@ static void metrics(struct cg_admin *a, struct buf *b)
 	metric(b, "crashgate_broker_reconnects_total", "counter", "Reconnections to the broker.", is.connects ? is.connects - 1 : 0);
 	metric(b, "crashgate_broker_connected", "gauge", "1 while connected to the broker.", cg_ingest_connected(a->in));
 	metric(b, "crashgate_config_reloads_total", "counter", "Configuration reloads applied.", s.config_generation - 1);
+	upstream_metrics(a, b);
 }
 
 static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, json_t *j)
@@ -142,9 +217,7 @@ static enum MHD_Result not_found(struct MHD_Connection *c)
 /* ---- /v1/dumps: filters and paging over the records (receipt order) ---- */
 
 struct list_q {
-	const char *device, *group, *region, *signature, *status;
-	int64_t since, until;
-	uint64_t after;
+	struct cg_record_filter f;
 	size_t limit;
 	const char *gateway;
 	struct cg_store *st;
@@ -156,13 +229,9 @@ struct list_q {
 static int list_visit(void *ctx, const struct cg_dump_record *r)
 {
 	struct list_q *q = ctx;
-	if (r->seq <= q->after)
-		return 0;
-	if ((q->device && strcmp(q->device, r->device)) || (q->group && strcmp(q->group, r->group)) ||
-	    (q->region && strcmp(q->region, r->region)) ||
-	    (q->signature && strcmp(q->signature, r->signature)) ||
-	    (q->status && strcmp(q->status, cg_dump_status_name(r->status))) ||
-	    (q->since && r->received_at_ms < q->since) || (q->until && r->received_at_ms >= q->until))
+	if (q->f.through && r->seq > q->f.through)
+		return 1;
+	if (!cg_record_filter_match(&q->f, r))
 		return 0;
 	if (json_array_size(q->rows) == q->limit) {
 		q->more = true;
@@ -173,41 +242,168 @@ static int list_visit(void *ctx, const struct cg_dump_record *r)
 	return 0;
 }
 
-static const char *arg(struct MHD_Connection *c, const char *k)
+struct query {
+	struct cg_record_filter f;
+	size_t limit;
+	bool bad;
+	char err[160];
+};
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *val)
 {
-	const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, k);
-	return v && *v ? v : NULL;
+	struct query *q = cls;
+	(void)kind;
+	if (q->bad || !val || !*val)
+		return MHD_YES;
+	if (strcmp(key, "limit") == 0) {
+		char *end;
+		unsigned long n = strtoul(val, &end, 10);
+		if (*end || n < 1 || n > 1000) {
+			q->bad = true;
+			snprintf(q->err, sizeof q->err, "limit: 1 to 1000");
+		}
+		q->limit = n;
+		return MHD_YES;
+	}
+	int rc = cg_record_filter_set(&q->f, key, val, q->err, sizeof q->err);
+	if (rc == 1)
+		snprintf(q->err, sizeof q->err, "unknown parameter %.64s", key);
+	q->bad = rc != 0;
+	return MHD_YES;
+}
+
+/* Parse the query string; NULL and a 400 reply queued when it is bad. */
+static bool parse_query(struct MHD_Connection *c, struct query *q, enum MHD_Result *res)
+{
+	memset(q, 0, sizeof *q);
+	q->limit = 100;
+	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_arg, q);
+	if (q->bad)
+		*res = reply_json(c, MHD_HTTP_BAD_REQUEST, json_pack("{s:s}", "error", q->err));
+	return !q->bad;
 }
 
 static enum MHD_Result list_dumps(struct cg_admin *a, struct MHD_Connection *c)
 {
-	struct list_q q = { .device = arg(c, "device"), .group = arg(c, "group"),
-			    .region = arg(c, "region"), .signature = arg(c, "signature"),
-			    .status = arg(c, "status"), .limit = 100, .gateway = a->cfg->gateway.id,
-			    .st = a->st };
-	const char *v;
-	char *end;
-	if ((v = arg(c, "limit"))) {
-		unsigned long n = strtoul(v, &end, 10);
-		if (*end || n < 1 || n > 1000)
-			return reply_json(c, MHD_HTTP_BAD_REQUEST, json_pack("{s:s}", "error", "limit: 1 to 1000"));
-		q.limit = n;
+	struct query qa;
+	enum MHD_Result res;
+	if (!parse_query(c, &qa, &res))
+		return res;
+	if (qa.f.status && strcmp(qa.f.status, "open") == 0) {   /* being received: no paging */
+		json_t *rows = cg_open_dumps_json(a->st, a->cfg->gateway.id, &qa.f);
+		while (json_array_size(rows) > qa.limit)
+			json_array_remove(rows, json_array_size(rows) - 1);
+		return reply_json(c, MHD_HTTP_OK, json_pack("{s:o}", "dumps", rows));
 	}
-	if ((v = arg(c, "after"))) {
-		q.after = strtoull(v, &end, 10);
-		if (*end)
-			return reply_json(c, MHD_HTTP_BAD_REQUEST, json_pack("{s:s}", "error", "after: a sequence number"));
-	}
-	if (((v = arg(c, "since")) && cg_parse_time(v, &q.since) != 0) ||
-	    ((v = arg(c, "until")) && cg_parse_time(v, &q.until) != 0)) {
-		return reply_json(c, MHD_HTTP_BAD_REQUEST, json_pack("{s:s}", "error", "since/until: RFC 3339"));
-	}
+	struct list_q q = { .f = qa.f, .limit = qa.limit, .gateway = a->cfg->gateway.id, .st = a->st };
 	q.rows = json_array();
-	cg_store_scan_records_from(a->st, q.after + 1, list_visit, &q);
+	cg_store_scan_records_from(a->st, q.f.after + 1, list_visit, &q);
 	json_t *j = json_pack("{s:o}", "dumps", q.rows);
 	if (q.more)
 		json_object_set_new(j, "next", json_integer((json_int_t)q.last));
 	return reply_json(c, MHD_HTTP_OK, j);
+}
+
+/* ---- DELETE /v1/dumps[/{id}]: purge at the operator's request ---- */
+
+struct purge_q {
+	struct cg_record_filter f;
+	struct cg_dump_record *recs;
+	size_t n, cap;
+};
+
+static int purge_visit(void *ctx, const struct cg_dump_record *r)
+{
+	struct purge_q *p = ctx;
+	if (p->f.through && r->seq > p->f.through)
+		return 1;
+	if (!cg_record_filter_match(&p->f, r))
+		return 0;
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 64;
+		struct cg_dump_record *n = realloc(p->recs, cap * sizeof *n);
+		if (!n)
+			return 1;
+		p->recs = n;
+		p->cap = cap;
+	}
+	p->recs[p->n++] = *r;
+	return 0;
+}
+
+static enum MHD_Result purge(struct cg_admin *a, struct MHD_Connection *c, const char *id)
+{
+	struct purge_q p = { 0 };
+	if (id) {
+		p.recs = malloc(sizeof *p.recs);
+		if (!p.recs || cg_record_find(a->st, a->cfg->gateway.id, id, p.recs) != CG_OK) {
+			free(p.recs);
+			return not_found(c);
+		}
+		p.n = 1;
+	} else {
+		struct query q;
+		enum MHD_Result res;
+		if (!parse_query(c, &q, &res))
+			return res;
+		/* A purge names what it deletes: never everything by accident. */
+		if (!cg_record_filter_any(&q.f) || (q.f.status && strcmp(q.f.status, "open") == 0))
+			return reply_json(c, MHD_HTTP_BAD_REQUEST,
+					  json_pack("{s:s}", "error", "purge needs a filter (device, group, region, "
+						    "signature, status, since, until, after, through)"));
+		p.f = q.f;
+		cg_store_scan_records_from(a->st, p.f.after + 1, purge_visit, &p);
+	}
+	json_t *ids = json_array();
+	int rc = CG_OK;
+	for (size_t i = 0; i < p.n && rc == CG_OK; i++) {
+		rc = cg_reasm_purge(a->rs, &p.recs[i]);
+		if (rc == CG_OK)
+			json_array_append_new(ids, json_integer((json_int_t)p.recs[i].seq));
+	}
+	free(p.recs);
+	/* Deleted means deleted: durable before the answer says so. */
+	if (json_array_size(ids) && cg_store_sync(a->st) != CG_OK)
+		rc = CG_ERR_STORE;
+	log_info("admin", "purge: %zu dumps deleted%s", json_array_size(ids), rc == CG_OK ? "" : " (then the store failed)");
+	if (rc != CG_OK)
+		return reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				  json_pack("{s:s, s:o}", "error", cg_strerror(rc), "purged", ids));
+	return reply_json(c, MHD_HTTP_OK, json_pack("{s:I, s:o}", "count", (json_int_t)json_array_size(ids), "purged", ids));
+}
+
+/* ---- POST /v1/upstreams/{name}/retry[?seq=N] ---- */
+
+static enum MHD_Result retry(struct cg_admin *a, struct MHD_Connection *c, const char *name)
+{
+	const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "seq");
+	uint64_t only = 0;
+	if (v) {
+		char *end;
+		only = strtoull(v, &end, 10);
+		if (!*v || *end || only == 0)
+			return reply_json(c, MHD_HTTP_BAD_REQUEST, json_pack("{s:s}", "error", "seq: a sequence number"));
+	}
+	char err[256] = "";
+	json_t *asked = json_array();
+	int rc = cg_forward_request_retry(a->cfg, a->st, name, only, asked, err, sizeof err);
+	if (rc == CG_ERR_NOT_FOUND) {
+		json_decref(asked);
+		return reply_json(c, MHD_HTTP_NOT_FOUND, json_pack("{s:s}", "error", err));
+	}
+	if (rc != CG_OK) {
+		json_decref(asked);
+		return reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR, json_pack("{s:s}", "error", err));
+	}
+	if (json_array_size(asked) == 0) {
+		json_decref(asked);
+		return reply_json(c, MHD_HTTP_NOT_FOUND,
+				  json_pack("{s:s}", "error", only ? "no dead-letter batch starts at that seq"
+								 : "the upstream has no dead-letter batch"));
+	}
+	cg_forwarder_wake(a->fw);
+	log_info("admin", "%s: %zu dead-letter batches queued to be sent again", name, json_array_size(asked));
+	return reply_json(c, MHD_HTTP_ACCEPTED, json_pack("{s:s, s:o}", "upstream", name, "batches", asked));
 }
 
 static enum MHD_Result one_dump(struct cg_admin *a, struct MHD_Connection *c, const char *id, bool raw)
@@ -243,23 +439,26 @@ static enum MHD_Result one_dump(struct cg_admin *a, struct MHD_Connection *c, co
 	return ret;
 }
 
-static int sig_visit(void *ctx, const char *sig, const struct cg_sig_stats *s)
+static enum MHD_Result v1_post(struct cg_admin *a, struct MHD_Connection *c, const char *url)
 {
-	char t1[40], t2[40];
-	cg_record_time(s->first_seen_ms, t1, sizeof t1);
-	cg_record_time(s->last_seen_ms, t2, sizeof t2);
-	json_array_append_new(ctx, json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:s}", "signature", sig,
-					     "count", (json_int_t)s->stored, "throttled",
-					     (json_int_t)s->throttled, "occurrences",
-					     (json_int_t)(s->stored + s->throttled), "first_seen", t1,
-					     "last_seen", t2, "reason", s->reason));
-	return 0;
+	static const char pre[] = "/v1/upstreams/", suf[] = "/retry";
+	size_t n = strlen(url);
+	if (strncmp(url, pre, sizeof pre - 1) == 0 && n > sizeof pre - 1 + sizeof suf - 1 &&
+	    strcmp(url + n - (sizeof suf - 1), suf) == 0) {
+		char name[200];
+		snprintf(name, sizeof name, "%.*s", (int)(n - (sizeof pre - 1) - (sizeof suf - 1)), url + sizeof pre - 1);
+		return retry(a, c, name);
+	}
+	return reply(c, MHD_HTTP_NOT_FOUND, "text/plain", "no such route\n", 14);
 }
 
-static enum MHD_Result v1(struct cg_admin *a, struct MHD_Connection *c, const char *url)
+static enum MHD_Result v1(struct cg_admin *a, struct MHD_Connection *c, const char *url, const char *method)
 {
+	if (strcmp(method, "POST") == 0)
+		return v1_post(a, c, url);
+	bool del = strcmp(method, "DELETE") == 0;
 	if (strcmp(url, "/v1/dumps") == 0)
-		return list_dumps(a, c);
+		return del ? purge(a, c, NULL) : list_dumps(a, c);
 	if (strncmp(url, "/v1/dumps/", 10) == 0) {
 		char id[600];
 		snprintf(id, sizeof id, "%s", url + 10);
@@ -267,16 +466,18 @@ static enum MHD_Result v1(struct cg_admin *a, struct MHD_Connection *c, const ch
 		bool raw = n > 4 && strcmp(id + n - 4, "/raw") == 0;
 		if (raw)
 			id[n - 4] = '\0';
+		if (del)
+			return raw ? reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain", "GET only\n", 9)
+				   : purge(a, c, id);
 		return one_dump(a, c, id, raw);
 	}
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n", 19);
 	if (strcmp(url, "/v1/upstreams") == 0)
 		return reply_json(c, MHD_HTTP_OK, json_pack("{s:o}", "upstreams",
 							    cg_forward_queue_json(a->cfg, a->st)));
-	if (strcmp(url, "/v1/signatures") == 0) {
-		json_t *rows = json_array();
-		cg_policy_scan_sigs(a->st, sig_visit, rows);
-		return reply_json(c, MHD_HTTP_OK, json_pack("{s:o}", "signatures", rows));
-	}
+	if (strcmp(url, "/v1/signatures") == 0)
+		return reply_json(c, MHD_HTTP_OK, json_pack("{s:o}", "signatures", cg_signatures_json(a->st)));
 	return reply(c, MHD_HTTP_NOT_FOUND, "text/plain", "no such route\n", 14);
 }
 
@@ -289,8 +490,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		*upload_size = 0;
 		return MHD_YES;
 	}
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain", "GET only\n", 9);
+	bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+	bool v1r = strncmp(url, "/v1/", 4) == 0;
+	if (!get && !(v1r && (strcmp(method, "POST") == 0 || strcmp(method, "DELETE") == 0)))
+		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n", 19);
 	if (strcmp(url, "/healthz") == 0)
 		return reply(c, MHD_HTTP_OK, "text/plain", "ok\n", 3);
 	if (!authorized(a, c))
@@ -308,13 +511,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		free(b.p);
 		return r;
 	}
-	if (strncmp(url, "/v1/", 4) == 0)
-		return v1(a, c, url);
+	if (v1r)
+		return v1(a, c, url, method);
 	return reply(c, MHD_HTTP_NOT_FOUND, "text/plain", "no such route\n", 14);
 }
 
 int cg_admin_start(const struct cg_config *cfg, struct cg_store *st, struct cg_reasm *rs,
-		   struct cg_ingest *in,
+		   struct cg_ingest *in, struct cg_forwarder *fw,
 		   struct cg_admin **out, char *err, size_t errlen)
 {
 	char host[256];
@@ -333,6 +536,7 @@ int cg_admin_start(const struct cg_config *cfg, struct cg_store *st, struct cg_r
 	a->st = st;
 	a->rs = rs;
 	a->in = in;
+	a->fw = fw;
 	if (cfg->admin.token_file) {
 		a->token = cg_read_secret_file(cfg->admin.token_file);
 		if (!a->token || !a->token[0]) {

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "forward.h"
 #include "ingest.h"
 #include "reassembly.h"
 #include "store.h"
@@ -21,7 +22,7 @@ struct cg_admin;
 /* Start on cfg->admin.listen. Refuses (with a message) a non-loopback
  * address without a token, and an unreadable token file. */
 int cg_admin_start(const struct cg_config *cfg, struct cg_store *st, struct cg_reasm *rs,
-		   struct cg_ingest *in,
+		   struct cg_ingest *in, struct cg_forwarder *fw,
 		   struct cg_admin **out, char *err, size_t errlen);
 void cg_admin_stop(struct cg_admin *a);
 

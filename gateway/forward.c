@@ -3,6 +3,7 @@
 #include <cbor.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +49,7 @@ struct up {
 	uint64_t bytes;
 	uint64_t upto;                 /* last seq examined that the batch accounts for */
 	bool full;
+	struct cg_upstream_stats stats;   /* guarded by f->lock */
 };
 
 struct cg_forwarder {
@@ -183,6 +186,8 @@ static int host_batch_cbor(const struct cg_plugin_host *h, const struct cg_plugi
 }
 
 /* ---- forming a batch ---- */
+
+static void count_flush(struct up *u, int status, int64_t ms);
 
 static void items_clear(struct up *u)
 {
@@ -447,6 +452,7 @@ static void flush_batch(struct up *u, bool replay)
 		int64_t t0 = wall_now();
 		u->out.plugin->flush(u->state, &b, &res);
 		res.reason[sizeof res.reason - 1] = '\0';
+		count_flush(u, res.status, wall_now() - t0);
 		if (res.status == CG_FLUSH_OK) {
 			log_info("forward", "%s: delivered %zu dumps (%" PRIu64 " bytes) in %" PRId64 " ms%s",
 				 u->cfg->name, u->n, u->bytes, wall_now() - t0,
@@ -531,6 +537,48 @@ static void replay_requests(struct up *u)
 		items_clear(u);
 	}
 	closedir(d);
+}
+
+const double cg_forward_latency_bounds[CG_FWD_LATENCY_BUCKETS] = {
+	0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+};
+
+/* Count one flush: its result and how long the plugin took. */
+static void count_flush(struct up *u, int status, int64_t ms)
+{
+	double s = (double)ms / 1000.0;
+	int b = 0;
+	while (b < CG_FWD_LATENCY_BUCKETS && s > cg_forward_latency_bounds[b])
+		b++;
+	pthread_mutex_lock(&u->f->lock);
+	struct cg_upstream_stats *st = &u->stats;
+	st->latency[b]++;
+	st->latency_sum_s += s;
+	if (status == CG_FLUSH_OK) {
+		st->batches_ok++;
+		st->dumps_delivered += u->n;
+		st->bytes_delivered += u->bytes;
+	} else if (status == CG_FLUSH_DROP) {
+		st->batches_drop++;
+	} else {
+		st->batches_retry++;
+	}
+	pthread_mutex_unlock(&u->f->lock);
+}
+
+size_t cg_forwarder_stats(struct cg_forwarder *f, struct cg_upstream_stats *out, size_t cap)
+{
+	if (!f)
+		return 0;
+	pthread_mutex_lock(&f->lock);
+	for (size_t k = 0; k < f->n && k < cap; k++) {
+		out[k] = f->ups[k].stats;
+		out[k].name = f->ups[k].cfg->name;
+		out[k].kind = f->ups[k].cfg->kind;
+		out[k].region = f->ups[k].region;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return f->n;
 }
 
 static void *up_main(void *arg)
@@ -731,4 +779,66 @@ json_t *cg_forward_queue_json(const struct cg_config *cfg, struct cg_store *st)
 		}
 	}
 	return rows;
+}
+
+/* ---- dead letters sent again on request ---- */
+
+struct dl_scan {
+	size_t prefix;
+	uint64_t only;
+	const char *dir;
+	json_t *asked;
+	int rc;
+};
+
+static int request_one(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+	struct dl_scan *d = ctx;
+	(void)val, (void)vlen;
+	if (klen != d->prefix + 8)
+		return 0;
+	uint64_t seq = 0;
+	for (int i = 0; i < 8; i++)
+		seq = (seq << 8) | key[d->prefix + i];
+	if (d->only && seq != d->only)
+		return 0;
+	char path[4200];
+	snprintf(path, sizeof path, "%s/%" PRIu64, d->dir, seq);
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		d->rc = CG_ERR_IO;
+		return 1;
+	}
+	close(fd);
+	if (d->asked)
+		json_array_append_new(d->asked, json_integer((json_int_t)seq));
+	return 0;
+}
+
+int cg_forward_request_retry(const struct cg_config *cfg, struct cg_store *st, const char *upstream,
+			     uint64_t only, json_t *asked, char *err, size_t errlen)
+{
+	bool known = false;
+	for (size_t i = 0; i < cfg->n_regions; i++)
+		for (size_t j = 0; j < cfg->regions[i].n_upstreams; j++)
+			known |= strcmp(cfg->regions[i].upstreams[j].name, upstream) == 0;
+	if (!known) {
+		snprintf(err, errlen, "no upstream named %s", upstream);
+		return CG_ERR_NOT_FOUND;
+	}
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s/retry", cfg->gateway.data_dir);
+	mkdir(dir, 0700);
+	snprintf(dir, sizeof dir, "%s/retry/%s", cfg->gateway.data_dir, upstream);
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+		return CG_ERR_IO;
+	}
+	uint8_t key[208];
+	struct dl_scan d = { .only = only, .dir = dir, .asked = asked };
+	d.prefix = cg_forward_key(key, sizeof key, upstream, 'd');
+	cg_store_scan_policy(st, key, d.prefix, request_one, &d);
+	if (d.rc != CG_OK)
+		snprintf(err, errlen, "cannot write a request in %s: %s", dir, strerror(errno));
+	return d.rc;
 }

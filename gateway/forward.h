@@ -25,6 +25,8 @@
 #ifndef CG_FORWARD_H
 #define CG_FORWARD_H
 
+#include <jansson.h>
+
 #include "config.h"
 #include "store.h"
 
@@ -44,13 +46,40 @@ void cg_forwarder_stop(struct cg_forwarder *f);
 /* Wake the threads: a dump was committed. */
 void cg_forwarder_wake(struct cg_forwarder *f);
 
+/* Upper bounds (seconds) of the flush latency histogram's buckets. */
+#define CG_FWD_LATENCY_BUCKETS 12
+extern const double cg_forward_latency_bounds[CG_FWD_LATENCY_BUCKETS];
+
+/* What one upstream has done since start (for /metrics). */
+struct cg_upstream_stats {
+	const char *name, *kind, *region;   /* owned by the configuration */
+	uint64_t batches_ok, batches_retry, batches_drop;
+	uint64_t dumps_delivered, bytes_delivered;
+	/* flush calls by duration: count per bucket (not cumulative), +Inf last */
+	uint64_t latency[CG_FWD_LATENCY_BUCKETS + 1];
+	double latency_sum_s;
+};
+
+/* Copy up to cap upstreams' figures into out; returns how many there are. */
+size_t cg_forwarder_stats(struct cg_forwarder *f, struct cg_upstream_stats *out, size_t cap);
+
 /* The policy-CF key of an upstream's cursor / state (for crashgatectl queue). */
 size_t cg_forward_key(uint8_t *out, size_t cap, const char *upstream, char what);
+
+/*
+ * Ask for dead-letter batches of `upstream` to be sent again: all of them,
+ * or only the one starting at seq `only` (0: all). Writes the request files
+ * the forwarder picks up (works from crashgatectl on a read-only view too),
+ * and appends each batch's first seq to `asked` (a JSON array) when not
+ * NULL. Returns 0, or CG_ERR_NOT_FOUND (no such upstream: err says so; no
+ * dead letter: asked stays empty), or CG_ERR_IO.
+ */
+int cg_forward_request_retry(const struct cg_config *cfg, struct cg_store *st, const char *upstream,
+			     uint64_t only, json_t *asked, char *err, size_t errlen);
 
 /* Per upstream of cfg: depth, bytes, oldest_age_s, delivered_through_seq,
  * dead_letters, last_error, next_retry (a new JSON array; caller decrefs).
  * Works on the daemon's store and on a read-only secondary. */
-#include <jansson.h>
 json_t *cg_forward_queue_json(const struct cg_config *cfg, struct cg_store *st);
 
 #endif

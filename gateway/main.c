@@ -243,7 +243,7 @@ static int run(struct cg_daemon *d)
 		return 1;
 	}
 	if (d->cfg->admin_enabled) {
-		rc = cg_admin_start(d->cfg, d->store, d->reasm, d->ingest, &d->admin, err, sizeof err);
+		rc = cg_admin_start(d->cfg, d->store, d->reasm, d->ingest, d->forwarder, &d->admin, err, sizeof err);
 		if (rc != CG_OK) {
 			log_error("main", "%s", err);
 			cg_ingest_stop(d->ingest, 0);
@@ -281,6 +281,8 @@ static int run(struct cg_daemon *d)
 	cg_reasm_wake(d->reasm);
 	pthread_join(d->committer, NULL);
 	cg_reasm_commit(d->reasm);
+	cg_admin_stop(d->admin);           /* it reads the forwarder's figures */
+	d->admin = NULL;
 	cg_forwarder_stop(d->forwarder);   /* the flush in flight finishes first */
 	d->forwarder = NULL;
 	log_stats(d);

@@ -903,11 +903,46 @@ static int od_drop(struct cg_reasm *rs, struct open_dump *od)
 	return CG_OK;
 }
 
+/* Reasons are worded "<class>: details"; the class is the metric label. */
+static const struct {
+	const char *prefix, *name;
+} reject_classes[CG_REJECT_CLASSES] = {
+	[CG_REJECT_TOO_LARGE] = { "too large", "too_large" },
+	[CG_REJECT_SIZE_MISMATCH] = { "size mismatch", "size_mismatch" },
+	[CG_REJECT_BAD_CRC] = { "bad crc32", "bad_crc" },
+	[CG_REJECT_CORRUPT] = { "corrupt", "corrupt" },
+	[CG_REJECT_TOO_FRAGMENTED] = { "too fragmented", "too_fragmented" },
+	[CG_REJECT_OUTSIDE_WINDOW] = { "outside the collection window", "outside_window" },
+	[CG_REJECT_QUOTA] = { "quota reached", "quota" },
+	[CG_REJECT_OTHER] = { NULL, "other" },
+};
+
+const char *cg_reject_class_name(enum cg_reject_class c)
+{
+	return c < CG_REJECT_CLASSES ? reject_classes[c].name : "other";
+}
+
+enum cg_reject_class cg_reject_classify(const char *reason)
+{
+	for (int c = 0; c < CG_REJECT_OTHER; c++) {
+		size_t n = strlen(reject_classes[c].prefix);
+		if (strncmp(reason, reject_classes[c].prefix, n) == 0)
+			return (enum cg_reject_class)c;
+	}
+	return CG_REJECT_OTHER;
+}
+
+static void count_rejection(struct cg_reasm *rs, const char *reason)
+{
+	rs->stats.dumps_rejected++;
+	rs->stats.rejected_by_class[cg_reject_classify(reason)]++;
+}
+
 /* Give up on an open dump: free its chunks, remember why, tell the device. */
 static void od_reject(struct cg_reasm *rs, struct open_dump *od, const char *reason)
 {
 	od_drop(rs, od);
-	rs->stats.dumps_rejected++;
+	count_rejection(rs, reason);
 	log_warn("reasm", "rejected dump %s/%" PRIu64 ": %s", od->dev->id, od->dump_id, reason);
 	remember_rejection(rs, &od->key, reason);
 	send_ack(rs, od->dev->id, od->dump_id, CG_ACK_REJECTED, reason, NULL, 0);
@@ -918,7 +953,7 @@ static void od_reject(struct cg_reasm *rs, struct open_dump *od, const char *rea
 static void reject_new(struct cg_reasm *rs, const struct cg_dumpkey *k, const char *device,
 		       uint64_t dump_id, const char *reason)
 {
-	rs->stats.dumps_rejected++;
+	count_rejection(rs, reason);
 	if (answer_due(rs, k))
 		log_warn("reasm", "rejected dump %s/%" PRIu64 ": %s", device, dump_id, reason);
 	remember_rejection(rs, k, reason);
@@ -1753,6 +1788,25 @@ void cg_reasm_retention(struct cg_reasm *rs)
 			 res.devices_forgotten);
 }
 
+int cg_reasm_purge(struct cg_reasm *rs, const struct cg_dump_record *rec)
+{
+	pthread_mutex_lock(&rs->lock);
+	int rc = cg_store_delete_record(rs->st, rec);
+	if (rc == CG_OK) {
+		/* What recovery counts for a committed dump with its bytes. */
+		uint64_t cost = rec->body_deleted || rec->status == CG_DUMP_THROTTLED
+					? 0 : rec->size + (uint64_t)rec->chunks * CHUNK_OVERHEAD;
+		rs->stats.store_bytes -= cost > rs->stats.store_bytes ? rs->stats.store_bytes : cost;
+		rs->stats.dumps_purged++;
+		rs->dirty = true;
+	}
+	pthread_mutex_unlock(&rs->lock);
+	if (rc == CG_OK)
+		log_info("reasm", "dump %s/%" PRIu64 " (seq %" PRIu64 ") purged by the operator", rec->device,
+			 rec->dump_id, rec->seq);
+	return rc;
+}
+
 void cg_reasm_get_stats(struct cg_reasm *rs, struct cg_reasm_stats *out)
 {
 	pthread_mutex_lock(&rs->lock);
@@ -1812,7 +1866,10 @@ static int recover_open(void *ctx, const struct cg_dumpkey *k, const struct cg_d
 static int recover_record(void *ctx, const struct cg_dump_record *rec)
 {
 	struct cg_reasm *rs = ctx;
-	if ((rec->status == CG_DUMP_STORED || rec->status == CG_DUMP_DEAD_LETTER) && !rec->body_deleted)
+	/* Forwarded dumps keep their bytes until retention or eviction: they
+	 * count, as they did before the restart. */
+	if ((rec->status == CG_DUMP_STORED || rec->status == CG_DUMP_FORWARDED ||
+	     rec->status == CG_DUMP_DEAD_LETTER) && !rec->body_deleted)
 		rs->stats.store_bytes += rec->size + (uint64_t)rec->chunks * CHUNK_OVERHEAD;
 	return 0;
 }

@@ -57,6 +57,17 @@ struct cg_ack_sink {
 /* Wall clock in unix milliseconds; injectable so tests need no sleeps. */
 typedef int64_t (*cg_clock_fn)(void *ctx);
 
+/* Why dumps were rejected, for /metrics (the reason text says more). */
+enum cg_reject_class {
+	CG_REJECT_TOO_LARGE, CG_REJECT_SIZE_MISMATCH, CG_REJECT_BAD_CRC, CG_REJECT_CORRUPT,
+	CG_REJECT_TOO_FRAGMENTED, CG_REJECT_OUTSIDE_WINDOW, CG_REJECT_QUOTA, CG_REJECT_OTHER,
+	CG_REJECT_CLASSES
+};
+/* The metric label of a class ("too_large", ...). */
+const char *cg_reject_class_name(enum cg_reject_class c);
+/* The class of a rejection reason as the reassembler words it. */
+enum cg_reject_class cg_reject_classify(const char *reason);
+
 struct cg_reasm_stats {
 	uint64_t chunks_received;      /* chunk messages that decoded */
 	uint64_t bytes_received;       /* content bytes of those */
@@ -66,6 +77,7 @@ struct cg_reasm_stats {
 	uint64_t dumps_completed;
 	uint64_t dumps_duplicate;      /* chunks of dumps already stored */
 	uint64_t dumps_rejected;
+	uint64_t rejected_by_class[CG_REJECT_CLASSES];
 	uint64_t dumps_expired;
 	uint64_t dumps_throttled;      /* answered `throttled` (bytes not stored) */
 	uint64_t dumps_throttled_early;/* of those, decided at chunk 0 */
@@ -75,6 +87,7 @@ struct cg_reasm_stats {
 	uint64_t devices_seen;         /* devices the consent signal goes to */
 	uint64_t retention_bodies;     /* dumps whose bytes retention deleted */
 	uint64_t retention_records;    /* history records retention deleted */
+	uint64_t dumps_purged;         /* deleted by the operator (crashgatectl purge) */
 	uint64_t config_generation;    /* 1 at start, +1 per applied reload */
 	uint64_t busy;                 /* `busy` answers */
 	uint64_t acks_sent;
@@ -131,6 +144,11 @@ void cg_reasm_set_wall_clock(struct cg_reasm *rs, cg_clock_fn wall, void *ctx);
 
 /* Run retention now (tick does it once a minute). */
 void cg_reasm_retention(struct cg_reasm *rs);
+
+/* Delete a committed dump at the operator's request: its record, its bytes
+ * and its index entry (a device sending that dump id again starts afresh).
+ * Counted in dumps_purged; durable at the next commit. */
+int cg_reasm_purge(struct cg_reasm *rs, const struct cg_dump_record *rec);
 
 void cg_reasm_get_stats(struct cg_reasm *rs, struct cg_reasm_stats *out);
 

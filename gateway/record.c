@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "config.h"
 #include "policy.h"
 
 void cg_record_time(int64_t ms, char *out, size_t cap)
@@ -177,3 +178,146 @@ int cg_record_find(struct cg_store *st, const char *gateway, const char *id, str
 	return cg_store_get_record(st, ie.seq, out);
 }
 
+
+int cg_record_filter_set(struct cg_record_filter *f, const char *key, const char *val, char *err,
+			 size_t errlen)
+{
+	char *end;
+	const char **str = strcmp(key, "device") == 0	 ? &f->device
+			   : strcmp(key, "group") == 0	 ? &f->group
+			   : strcmp(key, "region") == 0	 ? &f->region
+			   : strcmp(key, "signature") == 0 ? &f->signature
+			   : strcmp(key, "status") == 0	 ? &f->status
+							 : NULL;
+	if (str) {
+		if (str == &f->status && strcmp(val, "open") != 0) {
+			bool known = false;
+			for (uint32_t s = 0; s < 16 && !known; s++)
+				known = strcmp(val, cg_dump_status_name(s)) == 0 && strcmp(val, "unknown") != 0;
+			if (!known) {
+				snprintf(err, errlen, "status: one of open, stored, forwarded, throttled, rejected, expired, dead_letter");
+				return -1;
+			}
+		}
+		*str = val;
+		return 0;
+	}
+	if (strcmp(key, "since") == 0 || strcmp(key, "until") == 0) {
+		if (cg_parse_time(val, key[0] == 's' ? &f->since : &f->until) != 0) {
+			snprintf(err, errlen, "%s: an RFC 3339 time, e.g. 2026-11-23T08:00:00Z", key);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "after") == 0 || strcmp(key, "through") == 0) {
+		uint64_t v = strtoull(val, &end, 10);
+		if (!*val || *end || val[0] == '-') {
+			snprintf(err, errlen, "%s: a sequence number", key);
+			return -1;
+		}
+		*(key[0] == 'a' ? &f->after : &f->through) = v;
+		return 0;
+	}
+	return 1;
+}
+
+bool cg_record_filter_any(const struct cg_record_filter *f)
+{
+	return f->device || f->group || f->region || f->signature || f->status || f->since || f->until ||
+	       f->after || f->through;
+}
+
+bool cg_record_filter_match(const struct cg_record_filter *f, const struct cg_dump_record *r)
+{
+	return r->seq > f->after && (!f->through || r->seq <= f->through) &&
+	       (!f->device || strcmp(f->device, r->device) == 0) &&
+	       (!f->group || strcmp(f->group, r->group) == 0) &&
+	       (!f->region || strcmp(f->region, r->region) == 0) &&
+	       (!f->signature || strcmp(f->signature, r->signature) == 0) &&
+	       (!f->status || strcmp(f->status, cg_dump_status_name(r->status)) == 0) &&
+	       (!f->since || r->received_at_ms >= f->since) && (!f->until || r->received_at_ms < f->until);
+}
+
+/* ---- crash groups ---- */
+
+static int count_key(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+	(void)key, (void)klen, (void)val, (void)vlen;
+	(*(json_int_t *)ctx)++;
+	return 0;
+}
+
+struct sig_ctx {
+	struct cg_store *st;
+	json_t *rows;
+};
+
+static int sig_visit(void *ctx, const char *sig, const struct cg_sig_stats *s)
+{
+	struct sig_ctx *sc = ctx;
+	char t1[40], t2[40];
+	cg_record_time(s->first_seen_ms, t1, sizeof t1);
+	cg_record_time(s->last_seen_ms, t2, sizeof t2);
+	uint8_t prefix[17] = { 'd' };
+	memcpy(prefix + 1, sig, 16);
+	json_int_t devices = 0;
+	cg_store_scan_policy(sc->st, prefix, sizeof prefix, count_key, &devices);
+	json_t *g = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:s}", "signature", sig, "count",
+			      (json_int_t)s->stored, "throttled", (json_int_t)s->throttled, "occurrences",
+			      (json_int_t)(s->stored + s->throttled), "devices", devices, "first_seen", t1,
+			      "last_seen", t2);
+	if (s->reason[0])
+		json_object_set_new(g, "reason", json_string(s->reason));
+	json_array_append_new(sc->rows, g);
+	return 0;
+}
+
+json_t *cg_signatures_json(struct cg_store *st)
+{
+	struct sig_ctx sc = { st, json_array() };
+	cg_policy_scan_sigs(st, sig_visit, &sc);
+	return sc.rows;
+}
+
+/* ---- dumps being received ---- */
+
+struct open_ctx {
+	struct cg_store *st;
+	const char *gateway;
+	const struct cg_record_filter *f;
+	json_t *rows;
+	json_int_t size, chunks;
+};
+
+static int count_chunk(void *ctx, uint32_t ordinal, const uint8_t *data, size_t len)
+{
+	struct open_ctx *o = ctx;
+	(void)ordinal, (void)data;
+	o->size += (json_int_t)len;
+	o->chunks++;
+	return 0;
+}
+
+static int open_visit(void *ctx, const struct cg_dumpkey *k, const struct cg_dump_record *r)
+{
+	struct open_ctx *o = ctx;
+	const struct cg_record_filter *f = o->f;
+	if (f && ((f->device && strcmp(f->device, r->device)) || (f->group && strcmp(f->group, r->group)) ||
+		  (f->region && strcmp(f->region, r->region))))
+		return 0;
+	o->size = o->chunks = 0;
+	cg_store_each_chunk(o->st, k, count_chunk, o);
+	json_t *row = cg_record_json(o->gateway, NULL, r);
+	json_object_set_new(row, "status", json_string("open"));
+	json_object_set_new(row, "size", json_integer(o->size));
+	json_object_set_new(row, "chunks", json_integer(o->chunks));
+	json_array_append_new(o->rows, row);
+	return 0;
+}
+
+json_t *cg_open_dumps_json(struct cg_store *st, const char *gateway, const struct cg_record_filter *f)
+{
+	struct open_ctx o = { .st = st, .gateway = gateway, .f = f, .rows = json_array() };
+	cg_store_scan_open(st, open_visit, &o);
+	return o.rows;
+}

@@ -186,6 +186,7 @@ static void metrics(struct cg_admin *a, struct buf *b)
 		    cg_reject_class_name((enum cg_reject_class)k), s.rejected_by_class[k]);
 	metric(b, "crashgate_dumps_throttled_total", "counter", "Dumps answered throttled (bytes not kept).", s.dumps_throttled);
 	metric(b, "crashgate_dumps_deduplicated_total", "counter", "Dumps sent again under a new id, stored once.", s.dumps_deduplicated);
+	metric(b, "crashgate_dumps_purged_total", "counter", "Dumps deleted by the operator (purge).", s.dumps_purged);
 	metric(b, "crashgate_dumps_expired_total", "counter", "Dumps dropped incomplete after reassembly_timeout.", s.dumps_expired);
 	metric(b, "crashgate_consent_refused_total", "counter", "Chunks answered consent_required.", s.consent_refused);
 	metric(b, "crashgate_busy_total", "counter", "Answers busy (store or memory full).", s.busy);

@@ -39,8 +39,8 @@ from prometheus_client.parser import text_string_to_metric_families
 def load(p):
     out = {}
     for fam in text_string_to_metric_families(open(p).read()):
-        for s in fam.samples:
-            out[s.name] = s.value
+        for s in fam.samples:   # labelled series summed (rejections by reason)
+            out[s.name] = out.get(s.name, 0) + s.value
     return out
 a, b = load(sys.argv[1]), load(sys.argv[2])
 d = lambda k: b[k] - a[k]
@@ -53,9 +53,20 @@ assert b["crashgate_store_bytes"] >= 30000
 PY
 
 # /v1: list with filters and paging, one dump, its bytes, signatures.
-for r in v1/dumps v1/signatures v1/dumps/m1/1 v1/dumps/m1/1/raw; do
+for r in v1/dumps v1/signatures v1/dumps/m1/1 v1/dumps/m1/1/raw v1/upstreams; do
   [[ $(code "$base/$r") == 401 ]] || cg_fail "/$r without a token is not 401"
 done
+# The routes that change something: the token first, then the method.
+[[ $(code -X DELETE "$base/v1/dumps/m1/1") == 401 ]] || cg_fail "DELETE without a token is not 401"
+[[ $(code -X DELETE "$base/v1/dumps?device=m1") == 401 ]] || cg_fail "DELETE by filter without a token is not 401"
+[[ $(code -X POST "$base/v1/upstreams/us-files/retry") == 401 ]] || cg_fail "POST retry without a token is not 401"
+[[ $(code -X PUT "${auth[@]}" "$base/v1/dumps") == 405 ]] || cg_fail "PUT is not 405"
+[[ $(code -X POST "${auth[@]}" "$base/metrics") == 405 ]] || cg_fail "POST /metrics is not 405"
+[[ $(code -X DELETE "${auth[@]}" "$base/v1/dumps") == 400 ]] || cg_fail "DELETE of everything is not refused"
+[[ $(code -X POST "${auth[@]}" "$base/v1/upstreams/us-files/retry") == 404 ]] || cg_fail "retry without dead letters is not 404"
+[[ $(code -X POST "${auth[@]}" "$base/v1/upstreams/nope/retry") == 404 ]] || cg_fail "retry of an unknown upstream is not 404"
+[[ $(code -X DELETE "${auth[@]}" "$base/v1/dumps/m1/99") == 404 ]] || cg_fail "DELETE of an unknown dump is not 404"
+[[ $(code "${auth[@]}" "$base/v1/dumps?status=bogus") == 400 ]] || cg_fail "a bad status is not 400"
 cg_random_file "$CG_T/d3" 5000
 cg_send m1 "$CG_T/d3" --dump-id 3 --format 4 >/dev/null || cg_fail "d3"
 curl -sf "${auth[@]}" "$base/v1/dumps?device=m1&limit=2" >"$CG_T/p1.json" || cg_fail "list"

@@ -33,11 +33,22 @@ void cg_log(enum cg_log_level lvl, const char *module, const char *fmt, ...)
 {
 	if (lvl < log_min)
 		return;
-	char msg[1024];
+	char raw[1024], msg[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	vsnprintf(raw, sizeof raw, fmt, ap);
 	va_end(ap);
+	/* One line per event whatever a device put in a name or a reason:
+	 * control and non-ASCII bytes become \xNN (this also keeps every JSON
+	 * line valid UTF-8). */
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)raw; *p && o + 5 < sizeof msg; p++) {
+		if (*p < 0x20 || *p >= 0x7f)
+			o += (size_t)snprintf(msg + o, sizeof msg - o, "\\x%02x", *p);
+		else
+			msg[o++] = (char)*p;
+	}
+	msg[o] = '\0';
 
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);

@@ -191,7 +191,7 @@ timeout 1200 podman build --pull=never --format docker --layers=false -t "$GW_IM
 size=$(podman image inspect --format '{{.Size}}' "$GW_IMAGE")
 say "image built in $((SECONDS - t)) s: $size bytes ($((size / 1000000)) MB)"
 # The HEALTHCHECK survived the build, and the plugins are where the daemon looks.
-podman image inspect --format '{{json .Config.Healthcheck}}' "$GW_IMAGE" | grep -qi healthz ||
+podman image inspect --format '{{json .Config.Healthcheck}}' "$GW_IMAGE" | grep -q '"health"' ||
   fail "the image has no HEALTHCHECK (built without --format docker?)"
 timeout 60 podman run --rm --no-healthcheck --entrypoint /bin/sh "$GW_IMAGE" -ec \
   'test "$(id -u)" != 0

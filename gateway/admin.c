@@ -1,6 +1,9 @@
 #include "admin.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <microhttpd.h>
@@ -373,6 +376,31 @@ static enum MHD_Result purge(struct cg_admin *a, struct MHD_Connection *c, const
 	return reply_json(c, MHD_HTTP_OK, json_pack("{s:I, s:o}", "count", (json_int_t)json_array_size(ids), "purged", ids));
 }
 
+/* ---- POST /v1/backup: a consistent copy of the store while it runs ---- */
+
+static enum MHD_Result backup(struct cg_admin *a, struct MHD_Connection *c)
+{
+	/* Only ever under data_dir/backups: the API names no paths. */
+	char dir[4096], name[40], err[512];
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(name, sizeof name, "%Y%m%dT%H%M%S", &tm);
+	snprintf(name + n, sizeof name - n, ".%03ldZ", ts.tv_nsec / 1000000);
+	snprintf(dir, sizeof dir, "%s/backups", a->cfg->gateway.data_dir);
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				  json_pack("{s:s}", "error", "cannot create data_dir/backups"));
+	snprintf(dir, sizeof dir, "%s/backups/%s", a->cfg->gateway.data_dir, name);
+	if (cg_store_checkpoint(a->st, dir, err, sizeof err) != CG_OK) {
+		log_error("admin", "backup to %s failed: %s", dir, err);
+		return reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR, json_pack("{s:s}", "error", err));
+	}
+	log_info("admin", "backup: store copied to %s", dir);
+	return reply_json(c, MHD_HTTP_CREATED, json_pack("{s:s, s:s}", "name", name, "path", dir));
+}
+
 /* ---- POST /v1/upstreams/{name}/retry[?seq=N] ---- */
 
 static enum MHD_Result retry(struct cg_admin *a, struct MHD_Connection *c, const char *name)
@@ -444,6 +472,8 @@ static enum MHD_Result v1_post(struct cg_admin *a, struct MHD_Connection *c, con
 {
 	static const char pre[] = "/v1/upstreams/", suf[] = "/retry";
 	size_t n = strlen(url);
+	if (strcmp(url, "/v1/backup") == 0)
+		return backup(a, c);
 	if (strncmp(url, pre, sizeof pre - 1) == 0 && n > sizeof pre - 1 + sizeof suf - 1 &&
 	    strcmp(url + n - (sizeof suf - 1), suf) == 0) {
 		char name[200];

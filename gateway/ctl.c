@@ -10,6 +10,8 @@
  * leaves a request the daemon picks up when it runs again, and purge, which
  * writes, refuses.
  *
+ * health and backup need the API too.
+ *
  * Exit codes: 0 ok; 1 error; 2 usage; 3 bad configuration; 4 not found;
  * 5 the gateway cannot be reached; 6 the token was refused; 7 not confirmed.
  */
@@ -38,7 +40,7 @@ enum {
 };
 
 struct ctl {
-	bool json, yes, offline_note;
+	bool json, yes, ready;
 	long limit;                        /* list: at most this many (0: all) */
 	struct cg_record_filter f;
 	const char *output;                /* download -o */
@@ -78,6 +80,15 @@ static const struct {
 	  "Lists what it will delete and asks before deleting, unless --yes. FILTERS as\n"
 	  "for list; at least one is needed. Only dumps present when it asked are\n"
 	  "deleted. Needs the running gateway (the API). Exit 7 when not confirmed.\n" },
+	{ "health", "[--ready]", "is the gateway alive (/healthz)? with --ready: connected to the broker (/readyz)",
+	  "Exit 0 when it is, 1 when it answers otherwise (the reason on stderr), 5 when\n"
+	  "nothing answers. Made for container HEALTHCHECKs and monitoring scripts: it\n"
+	  "finds the endpoint from -c FILE, so moving admin.listen needs no other change.\n" },
+	{ "backup", "", "a consistent copy of the store, taken while the gateway runs",
+	  "The daemon writes a RocksDB checkpoint to data_dir/backups/TIMESTAMP (hard\n"
+	  "links: quick, little space until compaction rewrites files) and prints its\n"
+	  "path. Copy that directory off the box, then delete it. To restore: stop the\n"
+	  "gateway, put the copy in place of data_dir/store, start it.\n" },
 	{ "check-config", "[FILE]", "validate a configuration file, its plugins and their keys",
 	  "FILE defaults to -c FILE. Exit 3 with FILE:LINE:COL: KEY: why, when it is bad.\n" },
 };
@@ -815,7 +826,7 @@ static int purge(struct ctl *c, char **ids, int nids)
 
 /* The API from the configuration's admin section: a wildcard listen
  * address is reached on loopback. */
-static int api_from_config(struct ctl *c)
+static int api_from_config(struct ctl *c, bool want_token)
 {
 	const char *listen = c->cfg->admin.listen;
 	const char *colon = strrchr(listen, ':');
@@ -824,7 +835,7 @@ static int api_from_config(struct ctl *c)
 	if (strcmp(host, "0.0.0.0") == 0)
 		snprintf(host, sizeof host, "127.0.0.1");
 	snprintf(c->base, sizeof c->base, "http://%s:%s", host, colon + 1);
-	if (c->cfg->admin.token_file && !c->token) {
+	if (want_token && c->cfg->admin.token_file && !c->token) {
 		c->token = cg_read_secret_file(c->cfg->admin.token_file);
 		if (!c->token) {
 			fprintf(stderr, "crashgatectl: cannot read admin.token_file %s (%s): run as a user who "
@@ -843,6 +854,49 @@ static bool api_answers(struct ctl *c)
 	int rc = http(c, "GET", "/healthz", &r);
 	free(r.body);
 	return rc == EX_OK && r.status == 200;
+}
+
+static int health(struct ctl *c)
+{
+	if (!api(c)) {
+		fprintf(stderr, "crashgatectl: health needs the admin endpoint (an admin section in -c FILE, or --url)\n");
+		return EX_CONFIG;
+	}
+	struct resp r = { 0 };
+	const char *path = c->ready ? "/readyz" : "/healthz";
+	int rc = http(c, "GET", path, &r);
+	if (rc == EX_UNREACHABLE)
+		fprintf(stderr, "crashgatectl: nothing answers at %s\n", c->base);
+	else if (rc == EX_OK && r.status == 401)
+		rc = api_error(&r);
+	else if (rc == EX_OK && r.status != 200) {
+		fprintf(stderr, "crashgatectl: %s: %ld %s", path, r.status, r.body ? r.body : "\n");
+		rc = EX_ERR;
+	} else if (rc == EX_OK && !c->json)
+		printf("%s", r.body ? r.body : "ok\n");
+	else if (rc == EX_OK)
+		printf("{\"%s\": true}\n", c->ready ? "ready" : "alive");
+	free(r.body);
+	return rc;
+}
+
+static int backup(struct ctl *c)
+{
+	if (!api(c)) {
+		fprintf(stderr, "crashgatectl: backup needs the running gateway's admin API (with the daemon "
+				"stopped, copy data_dir/store as it is)\n");
+		return EX_UNREACHABLE;
+	}
+	json_t *j = NULL;
+	int rc = api_json(c, "POST", "/v1/backup", &j);
+	if (rc == EX_OK && c->json) {
+		json_dumpf(j, stdout, JSON_INDENT(2));
+		printf("\n");
+	} else if (rc == EX_OK) {
+		printf("%s\n", str(j, "path"));
+	}
+	json_decref(j);
+	return rc;
 }
 
 static int check_config(const char *path)
@@ -896,6 +950,10 @@ static int run(struct ctl *c, const char *cmd, int argc, char **argv)
 			return EX_USAGE;
 		}
 		rc = retry(c, arg, argc > 1 ? argv[1] : NULL);
+	} else if (strcmp(cmd, "health") == 0) {
+		rc = health(c);
+	} else if (strcmp(cmd, "backup") == 0) {
+		rc = backup(c);
 	} else {
 		rc = purge(c, argv, argc);
 	}
@@ -906,14 +964,15 @@ static int run(struct ctl *c, const char *cmd, int argc, char **argv)
 int main(int argc, char **argv)
 {
 	enum { O_URL = 256, O_TOKEN, O_DATA, O_OFFLINE, O_YES, O_LIMIT, O_DEVICE, O_GROUP, O_REGION,
-	       O_SIG, O_STATUS, O_SINCE, O_UNTIL };
+	       O_SIG, O_STATUS, O_SINCE, O_UNTIL, O_READY };
 	static const struct option lo[] = {
 		{ "config", 1, 0, 'c' }, { "url", 1, 0, O_URL }, { "token-file", 1, 0, O_TOKEN },
 		{ "data-dir", 1, 0, O_DATA }, { "offline", 0, 0, O_OFFLINE }, { "json", 0, 0, 'j' },
 		{ "output", 1, 0, 'o' }, { "yes", 0, 0, O_YES }, { "limit", 1, 0, O_LIMIT },
 		{ "device", 1, 0, O_DEVICE }, { "group", 1, 0, O_GROUP }, { "region", 1, 0, O_REGION },
 		{ "signature", 1, 0, O_SIG }, { "status", 1, 0, O_STATUS }, { "since", 1, 0, O_SINCE },
-		{ "until", 1, 0, O_UNTIL }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "until", 1, 0, O_UNTIL }, { "ready", 0, 0, O_READY }, { "help", 0, 0, 'h' },
+		{ 0, 0, 0, 0 },
 	};
 	const char *cfg_path = NULL, *url = NULL, *token_file = NULL;
 	bool offline = false, help = false;
@@ -929,6 +988,7 @@ int main(int argc, char **argv)
 		case O_TOKEN: token_file = optarg; break;
 		case O_DATA: c.data_dir = optarg; break;
 		case O_OFFLINE: offline = true; break;
+		case O_READY: c.ready = true; break;
 		case 'j': c.json = true; break;
 		case 'o': c.output = optarg; break;
 		case 'y':
@@ -1003,7 +1063,10 @@ int main(int argc, char **argv)
 		}
 		if (!c.data_dir)
 			c.data_dir = c.cfg->gateway.data_dir;
-		if (c.cfg->admin_enabled && !offline && (rc = api_from_config(&c)) != EX_OK)
+		/* /healthz needs no token: a health check works where the token
+		 * file is unreadable. */
+		bool alive_only = strcmp(cmd, "health") == 0 && !c.ready;
+		if (c.cfg->admin_enabled && !offline && (rc = api_from_config(&c, !alive_only)) != EX_OK)
 			goto out;
 	} else if (url) {
 		snprintf(c.base, sizeof c.base, "%s", url);
@@ -1016,13 +1079,15 @@ int main(int argc, char **argv)
 		rc = EX_USAGE;
 		goto out;
 	}
-	/* The daemon is down: reads go to the store it left (from -c only). */
-	if (api(&c) && cfg_path && c.data_dir && strcmp(cmd, "purge") != 0 && !api_answers(&c)) {
+	/* The daemon is down: reads go to the store it left (from -c only);
+	 * what needs the daemon says so. */
+	bool api_only = strcmp(cmd, "purge") == 0 || strcmp(cmd, "backup") == 0 || strcmp(cmd, "health") == 0;
+	if (api(&c) && cfg_path && c.data_dir && !api_only && !api_answers(&c)) {
 		fprintf(stderr, "crashgatectl: the admin API at %s does not answer; reading the store in %s\n",
 			c.base, c.data_dir);
 		c.base[0] = '\0';
 	}
-	if (!api(&c) && strcmp(cmd, "purge") != 0 && (rc = open_store(&c)) != EX_OK)
+	if (!api(&c) && !api_only && (rc = open_store(&c)) != EX_OK)
 		goto out;
 	rc = run(&c, cmd, argc - optind, argv + optind);
 out:

@@ -724,6 +724,28 @@ int cg_store_index_get(struct cg_store *st, const struct cg_dumpkey *k, struct c
 	return rc;
 }
 
+int cg_store_checkpoint(struct cg_store *st, const char *dir, char *err, size_t errlen)
+{
+	if (st->env || st->secondary) {
+		snprintf(err, errlen, "a checkpoint needs the daemon's on-disk store");
+		return CG_ERR_STORE;
+	}
+	char *rerr = NULL;
+	rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(st->db, &rerr);
+	/* log_size_for_flush 0: memtables are flushed first, so the copy is
+	 * SST files only (hard links on the same file system) and opens fast. */
+	if (!rerr)
+		rocksdb_checkpoint_create(cp, dir, 0, &rerr);
+	if (cp)
+		rocksdb_checkpoint_object_destroy(cp);
+	if (rerr) {
+		snprintf(err, errlen, "%s", rerr);
+		rocksdb_free(rerr);
+		return CG_ERR_STORE;
+	}
+	return CG_OK;
+}
+
 int cg_store_sync(struct cg_store *st)
 {
 	if (st->env)

@@ -196,6 +196,11 @@ int cg_store_meta_get(struct cg_store *st, const char *key, char *out, size_t ca
 
 int cg_store_index_get(struct cg_store *st, const struct cg_dumpkey *k, struct cg_index_entry *out);
 
+/* A consistent copy of the whole store in dir (which must not exist), taken
+ * while it runs: a RocksDB checkpoint (hard links where dir is on the same
+ * file system). dir opens as a store of its own. */
+int cg_store_checkpoint(struct cg_store *st, const char *dir, char *err, size_t errlen);
+
 /* Make every write so far durable against power loss (fsync of the WAL). */
 int cg_store_sync(struct cg_store *st);
 

@@ -21,7 +21,7 @@ expect_rc() { # WANT CMD...: run, compare the exit code
 
 # --help: the tool and every command.
 ctl --help >"$CG_T/help" || cg_fail "--help"
-for cmd in list show download signatures queue retry purge check-config; do
+for cmd in list show download signatures queue retry purge health backup check-config; do
   grep -q "^  $cmd " "$CG_T/help" || cg_fail "--help does not list $cmd"
   ctl "$cmd" --help >"$CG_T/h.$cmd" || cg_fail "$cmd --help exited non-zero"
   grep -q "usage: crashgatectl .*$cmd" "$CG_T/h.$cmd" || cg_fail "$cmd --help: $(cat "$CG_T/h.$cmd")"
@@ -98,6 +98,14 @@ expect_rc 4 ctl "${C[@]}" download c1/77 -o "$CG_T/none"
 ctl "${C[@]}" signatures --json | python3 -c 'import json,sys; s=json.load(sys.stdin); assert len(s) == 3 and all(x["devices"] == 1 for x in s), s' ||
   cg_fail "signatures"
 
+# health (what the container's HEALTHCHECK runs) and backup.
+[[ $(ctl "${C[@]}" health) == ok ]] || cg_fail "health"
+ctl "${C[@]}" health --ready | grep -q ready || cg_fail "health --ready"
+bk=$(ctl "${C[@]}" backup) || cg_fail "backup: $bk"
+[[ -d $bk && $bk == "$CG_T/gw/backups/"* ]] || cg_fail "backup path: $bk"
+mkdir -p "$CG_T/restored"
+cp -a "$bk" "$CG_T/restored/store"
+
 # The http upstream refuses (400): a dead letter; retry over the API sends it again.
 cg_wait_for --timeout 20 bash -c "'$CG_BIN/crashgatectl' -c '$CG_T/gw.yaml' queue --json | python3 -c 'import json,sys; q={u[\"upstream\"]: u for u in json.load(sys.stdin)}; assert q[\"us-http\"][\"dead_letters\"] >= 1 and q[\"us-files\"][\"depth\"] == 0'" ||
   cg_fail "no dead letter for us-http: $(ctl "${C[@]}" queue)"
@@ -163,6 +171,10 @@ a, b = load(sys.argv[1]), load(sys.argv[2])
 assert b["crashgate_dumps_purged_total"] - a["crashgate_dumps_purged_total"] == 3
 assert b["crashgate_store_bytes"] <= a["crashgate_store_bytes"] - 35000, (a["crashgate_store_bytes"], b["crashgate_store_bytes"])
 PY
+# The backup taken before the purge still holds the three dumps, whole.
+ctl --data-dir "$CG_T/restored" list --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d) == 3, d' ||
+  cg_fail "the backup does not open as a store with the three dumps"
+ctl --data-dir "$CG_T/restored" download c1/2 -o "$CG_T/bk2" && cmp -s "$CG_T/bk2" "$CG_T/d2" || cg_fail "the backup's c1/2 differs"
 # Deleted means deleted, across a SIGKILL.
 cg_gw_kill
 cg_gw_start
@@ -176,5 +188,7 @@ ctl "${C[@]}" list --json 2>"$CG_T/off.err" | python3 -c 'import json,sys; d=jso
 grep -q "does not answer" "$CG_T/off.err" || cg_fail "no note that the store was read directly"
 ctl "${C[@]}" download c2/2 -o "$CG_T/off3" 2>/dev/null && cmp -s "$CG_T/off3" "$CG_T/d3" || cg_fail "download with the daemon down"
 expect_rc 5 ctl "${C[@]}" purge --device c2 --yes
+expect_rc 5 ctl "${C[@]}" health
+expect_rc 5 ctl "${C[@]}" backup
 grep -q "$(cat "$CG_T/token")" "$CG_T"/gw.*.log && cg_fail "the token appears in the log"
-cg_pass "crashgatectl over the API: list/show/download/signatures/queue/retry/purge, exit codes, store fallback; metrics by reason and upstream"
+cg_pass "crashgatectl over the API: list/show/download/signatures/queue/retry/purge/health/backup, exit codes, store fallback; metrics by reason and upstream"

@@ -2,7 +2,9 @@
 # Install, build and run every test: unit, integration (real Mosquitto on
 # loopback, real RocksDB in temp dirs) and fuzz-corpus replays; the whole
 # suite again under ASan+UBSan; then each fuzz target under libFuzzer for
-# CG_FUZZ_SECONDS (default 30) seconds. Benchmarks: tests/bench/run.sh.
+# CG_FUZZ_SECONDS (default 30) seconds; then the container smoke test
+# (containers/smoke.sh: builds the image with podman, runs the compose stack,
+# sends a crash through it). Benchmarks: tests/bench/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
 ./install-deps.sh
@@ -49,6 +51,14 @@ if CC=clang cmake -S . -B build-fuzz -DCG_FUZZ=ON -DCG_SANITIZE=ON -DCG_BENCH=OF
   done
 else
   tail -30 build-fuzz.build.log build-fuzz.cmake.log
+  failed=$((failed + 1)); rc=1
+fi
+echo "== container smoke test (image build, compose stack, a crash end to end)"
+if ./containers/smoke.sh >build/container-smoke.log 2>&1; then
+  tail -1 build/container-smoke.log
+  passed=$((passed + 1))
+else
+  tail -60 build/container-smoke.log
   failed=$((failed + 1)); rc=1
 fi
 echo "$passed passed, $failed failed"

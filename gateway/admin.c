@@ -547,6 +547,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	return reply(c, MHD_HTTP_NOT_FOUND, "text/plain", "no such route\n", 14);
 }
 
+/* libmicrohttpd's own messages go through our log, so that a JSON log stays
+ * one JSON object per line. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	char msg[512];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	msg[strcspn(msg, "\n")] = '\0';
+	log_warn("admin", "%s", msg);
+}
+
 int cg_admin_start(const struct cg_config *cfg, struct cg_store *st, struct cg_reasm *rs,
 		   struct cg_ingest *in, struct cg_forwarder *fw,
 		   struct cg_admin **out, char *err, size_t errlen)
@@ -585,7 +596,8 @@ int cg_admin_start(const struct cg_config *cfg, struct cg_store *st, struct cg_r
 	a->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
 				  handle, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
 				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+				  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
 	if (!a->mhd) {
 		snprintf(err, errlen, "admin: cannot listen on %s", cfg->admin.listen);
 		cg_admin_stop(a);

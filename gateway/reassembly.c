@@ -90,6 +90,7 @@ struct recent {
 	int64_t at;
 	uint32_t gap;              /* no other answer before at + gap */
 	bool closed;               /* answered from the index: the dump is finished */
+	bool stored;               /* ... and stored (its repeats count as duplicates) */
 };
 
 /* A dump rejected recently: further chunks of it are answered, not stored.
@@ -426,7 +427,19 @@ static bool answered_recently(struct cg_reasm *rs, const struct cg_dumpkey *k)
 	int64_t now = now_ms(rs);
 	struct recent *r = NULL;
 	HASH_FIND(hh, rs->recent, k->b, k->len, r);
-	return r && r->closed && now - r->at < r->gap && now >= r->at;
+	if (!r || !r->closed || now - r->at >= r->gap || now < r->at)
+		return false;
+	if (r->stored)
+		rs->stats.dumps_duplicate++;
+	return true;
+}
+
+static void mark_stored(struct cg_reasm *rs, const struct cg_dumpkey *k)
+{
+	struct recent *r = NULL;
+	HASH_FIND(hh, rs->recent, k->b, k->len, r);
+	if (r)
+		r->stored = true;
 }
 
 /* A final answer (complete, throttled) that must wait for the sync of what
@@ -1231,6 +1244,7 @@ static bool answer_closed(struct cg_reasm *rs, const struct cg_dumpkey *k, const
 		rs->stats.dumps_duplicate++;
 		if (answer_due_gap(rs, k, true))
 			queue_final_ack(rs, device, dump_id, CG_ACK_COMPLETE);
+		mark_stored(rs, k);
 		return true;
 	}
 	if (rc != CG_OK && rc != CG_ERR_NOT_FOUND) {

@@ -369,6 +369,10 @@ static void test_limits_reject(void **state)
 		send_ord(f, &d3, i);
 	assert_int_equal(last_ack(f)->status, CG_ACK_REJECTED);
 	assert_int_equal(chunks_of(f, "dev-7", 3), 0);
+	struct cg_reasm_stats s;
+	cg_reasm_get_stats(f->rs, &s);   /* counted per class since the restart */
+	assert_int_equal(s.rejected_by_class[CG_REJECT_TOO_LARGE], 1);
+	assert_int_equal(s.dumps_rejected, 1);
 	free(big);
 	free(data);
 }
@@ -393,6 +397,15 @@ static void test_crc_and_size_mismatch(void **state)
 	cg_reasm_chunk(f->rs, "dev-8", buf, n);
 	assert_int_equal(last_ack(f)->status, CG_ACK_REJECTED);
 	assert_non_null(strstr(last_ack(f)->reason, "size mismatch"));
+	struct cg_reasm_stats s;
+	cg_reasm_get_stats(f->rs, &s);
+	assert_int_equal(s.rejected_by_class[CG_REJECT_BAD_CRC], 1);
+	assert_int_equal(s.rejected_by_class[CG_REJECT_SIZE_MISMATCH], 1);
+	assert_int_equal(s.rejected_by_class[CG_REJECT_OTHER], 0);
+	assert_string_equal(cg_reject_class_name(CG_REJECT_BAD_CRC), "bad_crc");
+	assert_int_equal(cg_reject_classify("quota reached: group g"), CG_REJECT_QUOTA);
+	assert_int_equal(cg_reject_classify("outside the collection window: x"), CG_REJECT_OUTSIDE_WINDOW);
+	assert_int_equal(cg_reject_classify("something new"), CG_REJECT_OTHER);
 	free(data);
 }
 
@@ -501,6 +514,12 @@ static void test_duplicate_dump_stored_once(void **state)
 	assert_int_equal(s.dumps_completed, 1);
 	assert_int_equal(s.store_bytes, 3000 + 3 * (CG_DUMPKEY_MAX + 4));
 	assert_int_equal(chunks_of(f, "dev-13", 77), 3); /* stored once */
+	/* every chunk sent again counts, also those answered from memory */
+	assert_int_equal(s.dumps_duplicate, 3);
+	for (uint32_t i = 0; i < d.n; i++)
+		send_ord(f, &d, i);
+	cg_reasm_get_stats(f->rs, &s);
+	assert_int_equal(s.dumps_duplicate, 6);
 	free(data);
 }
 

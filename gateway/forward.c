@@ -384,7 +384,8 @@ static void settle(struct up *u)
 		/* The bytes stay until retention.dumps (SPEC §6.6: deleted after
 		 * receipt, forwarded or not), so a site can still download them. */
 		r->status = CG_DUMP_FORWARDED;
-		if (cg_store_put_record(f->st, r) != CG_OK)
+		int rc = cg_store_set_status(f->st, r->seq, CG_DUMP_FORWARDED);
+		if (rc != CG_OK && rc != CG_ERR_NOT_FOUND)   /* purged meanwhile: stays gone */
 			log_warn("forward", "%s: cannot mark seq %" PRIu64 " forwarded", u->cfg->name, r->seq);
 	}
 }

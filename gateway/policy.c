@@ -302,6 +302,8 @@ static int rec_visit(void *ctx, const struct cg_dump_record *rec_in)
 			w->out->bytes_freed += freed;
 		}
 	}
+	if (rc == CG_ERR_NOT_FOUND)   /* purged or evicted meanwhile */
+		rc = CG_OK;
 	if (rc != CG_OK) {
 		w->rc = rc;
 		return 1;
@@ -343,6 +345,10 @@ static int evict_visit(void *ctx, const struct cg_dump_record *rec_in)
 		return 0;
 	uint64_t freed = rec->size + (uint64_t)rec->chunks * e->overhead;
 	e->rc = cg_store_delete_body(e->st, rec);
+	if (e->rc == CG_ERR_NOT_FOUND) {   /* purged or deleted meanwhile */
+		e->rc = CG_OK;
+		return 0;
+	}
 	if (e->rc != CG_OK)
 		return 1;
 	e->out->bodies_deleted++;

@@ -1815,6 +1815,8 @@ int cg_reasm_purge(struct cg_reasm *rs, const struct cg_dump_record *rec)
 		rs->dirty = true;
 	}
 	pthread_mutex_unlock(&rs->lock);
+	if (rc == CG_ERR_NOT_FOUND)   /* retention got there first: gone all the same */
+		return CG_OK;
 	if (rc == CG_OK)
 		log_info("reasm", "dump %s/%" PRIu64 " (seq %" PRIu64 ") purged by the operator", rec->device,
 			 rec->dump_id, rec->seq);

@@ -28,6 +28,11 @@ struct cg_store {
 	 * distinct numbers. */
 	pthread_mutex_t seq_lock;
 	uint64_t next_seq;
+	/* Committed records are changed by several threads (the forwarder marks
+	 * them forwarded; retention and purge delete them or their bytes): each
+	 * change re-reads the record under rec_lock, so none writes back a copy
+	 * another has changed or deleted meanwhile. */
+	pthread_mutex_t rec_lock;
 };
 
 static const char next_seq_key[] = "next_seq";
@@ -121,6 +126,7 @@ static void store_free_handles(struct cg_store *st)
 	if (st->ro)
 		rocksdb_readoptions_destroy(st->ro);
 	pthread_mutex_destroy(&st->seq_lock);
+	pthread_mutex_destroy(&st->rec_lock);
 	free(st);
 }
 
@@ -195,6 +201,7 @@ static int store_open(const char *dir, const char *scratch, bool memory, struct 
 	if (!st)
 		return CG_ERR_NOMEM;
 	pthread_mutex_init(&st->seq_lock, NULL);
+	pthread_mutex_init(&st->rec_lock, NULL);
 	if (memory)
 		st->env = rocksdb_create_mem_env();
 	make_options(st);
@@ -528,21 +535,38 @@ int cg_store_delete_body(struct cg_store *st, struct cg_dump_record *rec)
 	struct cg_dumpkey k;
 	uint8_t seqkey[8], *enc = NULL;
 	size_t elen = 0;
-	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
-
-	cg_dumpkey_make(&k, rec->device, strlen(rec->device), rec->dump_id);
-	rec->body_deleted = true;
-	int rc = batch_delete_chunks(st, b, &k);
-	if (rc == CG_OK)
-		rc = cg_record_encode(rec, &enc, &elen);
-	if (rc != CG_OK) {
-		rocksdb_writebatch_destroy(b);
-		return rc;
+	struct cg_dump_record *cur = malloc(sizeof *cur);
+	if (!cur)
+		return CG_ERR_NOMEM;
+	pthread_mutex_lock(&st->rec_lock);
+	int rc = cg_store_get_record(st, rec->seq, cur);
+	if (rc == CG_ERR_NOT_FOUND || (rc == CG_OK && cur->body_deleted)) {
+		/* deleted meanwhile: nothing left to do, nothing freed */
+		pthread_mutex_unlock(&st->rec_lock);
+		free(cur);
+		rec->body_deleted = true;
+		return CG_ERR_NOT_FOUND;
 	}
-	be64(seqkey, rec->seq);
-	rocksdb_writebatch_put_cf(b, st->cf[CF_RECORDS], (const char *)seqkey, 8, (const char *)enc, elen);
-	free(enc);
-	return write_batch(st, b);
+	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+	cg_dumpkey_make(&k, cur->device, strlen(cur->device), cur->dump_id);
+	cur->body_deleted = true;
+	if (rc == CG_OK)
+		rc = batch_delete_chunks(st, b, &k);
+	if (rc == CG_OK)
+		rc = cg_record_encode(cur, &enc, &elen);
+	if (rc == CG_OK) {
+		be64(seqkey, cur->seq);
+		rocksdb_writebatch_put_cf(b, st->cf[CF_RECORDS], (const char *)seqkey, 8, (const char *)enc, elen);
+		free(enc);
+		rc = write_batch(st, b);
+	} else {
+		rocksdb_writebatch_destroy(b);
+	}
+	pthread_mutex_unlock(&st->rec_lock);
+	if (rc == CG_OK)
+		*rec = *cur;
+	free(cur);
+	return rc;
 }
 
 int cg_store_delete_record(struct cg_store *st, const struct cg_dump_record *rec)
@@ -552,17 +576,35 @@ int cg_store_delete_record(struct cg_store *st, const struct cg_dump_record *rec
 	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
 
 	cg_dumpkey_make(&k, rec->device, strlen(rec->device), rec->dump_id);
-	if (!rec->body_deleted && batch_delete_chunks(st, b, &k) != CG_OK) {
+	pthread_mutex_lock(&st->rec_lock);
+	struct cg_index_entry ie;
+	uint8_t *probe = NULL;
+	size_t plen = 0;
+	char *rerr = NULL;
+	be64(seqkey, rec->seq);
+	probe = (uint8_t *)rocksdb_get_cf(st->db, st->ro, st->cf[CF_RECORDS], (const char *)seqkey, 8, &plen, &rerr);
+	if (rerr || !probe) {   /* gone already (or unreadable): nothing freed here */
+		pthread_mutex_unlock(&st->rec_lock);
+		rocksdb_writebatch_destroy(b);
+		if (rerr)
+			rocksdb_free(rerr);
+		return rerr ? CG_ERR_STORE : CG_ERR_NOT_FOUND;
+	}
+	rocksdb_free(probe);
+	/* Chunks go whatever the caller's copy says: deleting none is cheap,
+	 * and its copy may predate a change. */
+	if (batch_delete_chunks(st, b, &k) != CG_OK) {
+		pthread_mutex_unlock(&st->rec_lock);
 		rocksdb_writebatch_destroy(b);
 		return CG_ERR_STORE;
 	}
-	be64(seqkey, rec->seq);
 	rocksdb_writebatch_delete_cf(b, st->cf[CF_RECORDS], (const char *)seqkey, 8);
 	/* The index may point at another record (content duplicates share one). */
-	struct cg_index_entry ie;
 	if (cg_store_index_get(st, &k, &ie) == CG_OK && ie.seq == rec->seq)
 		rocksdb_writebatch_delete_cf(b, st->cf[CF_INDEX], (const char *)k.b, k.len);
-	return write_batch(st, b);
+	int rc = write_batch(st, b);
+	pthread_mutex_unlock(&st->rec_lock);
+	return rc;
 }
 
 int cg_store_index_put(struct cg_store *st, const struct cg_dumpkey *k, const struct cg_index_entry *e)
@@ -822,22 +864,33 @@ int cg_store_scan_records_from(struct cg_store *st, uint64_t from_seq, cg_store_
 	return rc;
 }
 
-int cg_store_put_record(struct cg_store *st, const struct cg_dump_record *rec)
+int cg_store_set_status(struct cg_store *st, uint64_t seq, uint32_t status)
 {
 	uint8_t key[8], *enc = NULL;
 	size_t elen = 0;
 	char *rerr = NULL;
-	int rc = cg_record_encode(rec, &enc, &elen);
-	if (rc != CG_OK)
-		return rc;
-	be64(key, rec->seq);
-	rocksdb_put_cf(st->db, st->wo, st->cf[CF_RECORDS], (const char *)key, 8, (const char *)enc, elen, &rerr);
-	free(enc);
-	if (rerr) {
-		rocksdb_free(rerr);
-		return CG_ERR_STORE;
+	struct cg_dump_record *cur = malloc(sizeof *cur);
+	if (!cur)
+		return CG_ERR_NOMEM;
+	pthread_mutex_lock(&st->rec_lock);
+	int rc = cg_store_get_record(st, seq, cur);
+	if (rc == CG_OK && cur->status != status) {
+		cur->status = status;
+		rc = cg_record_encode(cur, &enc, &elen);
+		if (rc == CG_OK) {
+			be64(key, seq);
+			rocksdb_put_cf(st->db, st->wo, st->cf[CF_RECORDS], (const char *)key, 8,
+				       (const char *)enc, elen, &rerr);
+			free(enc);
+			if (rerr) {
+				rocksdb_free(rerr);
+				rc = CG_ERR_STORE;
+			}
+		}
 	}
-	return CG_OK;
+	pthread_mutex_unlock(&st->rec_lock);
+	free(cur);
+	return rc;
 }
 
 int cg_store_get_record(struct cg_store *st, uint64_t seq, struct cg_dump_record *rec)

@@ -162,8 +162,10 @@ struct cg_kv {
 int cg_store_commit_dump_ex(struct cg_store *st, const struct cg_dumpkey *k, struct cg_dump_record *rec,
 			    bool drop_chunks, const struct cg_kv *puts, size_t nputs);
 
-/* Retention: delete a stored dump's bytes and mark its record body_deleted;
- * or delete the record, its index entry and any bytes left. */
+/* Retention: delete a stored dump's bytes and mark its record body_deleted
+ * (on the record as it is now; *rec is updated to it); or delete the record,
+ * its index entry and any bytes left. Safe against concurrent changes:
+ * CG_ERR_NOT_FOUND when another change got there first (nothing freed). */
 int cg_store_delete_body(struct cg_store *st, struct cg_dump_record *rec);
 int cg_store_delete_record(struct cg_store *st, const struct cg_dump_record *rec);
 
@@ -213,8 +215,9 @@ int cg_store_scan_records(struct cg_store *st, cg_store_record_cb cb, void *ctx)
 int cg_store_get_record(struct cg_store *st, uint64_t seq, struct cg_dump_record *rec);
 /* Records with seq >= from_seq, in seq order (receipt order). */
 int cg_store_scan_records_from(struct cg_store *st, uint64_t from_seq, cg_store_record_cb cb, void *ctx);
-/* Rewrite a committed record (status changes: forwarded, dead letter). */
-int cg_store_put_record(struct cg_store *st, const struct cg_dump_record *rec);
+/* Change a committed record's status (forwarded), on the record as it is
+ * now; CG_ERR_NOT_FOUND when it was deleted meanwhile (purge, retention). */
+int cg_store_set_status(struct cg_store *st, uint64_t seq, uint32_t status);
 /* The bytes of a stored dump; *body is freed with free(). */
 int cg_store_get_body(struct cg_store *st, uint64_t seq, uint8_t **body, size_t *len);
 

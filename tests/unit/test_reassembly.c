@@ -688,6 +688,57 @@ static void test_rejections_leave_no_tombstones(void **state)
 	free(big);
 }
 
+/* Record changes from different threads never write back a stale copy:
+ * marking a purged dump forwarded does not bring it back, deleting the
+ * bytes of a copy that predates a status change keeps the new status, and
+ * purge frees what the dump held in the store's budget. */
+static void test_record_changes_and_purge(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *data = make_dump(3000, 21);
+	struct dump d = mk("dev-p", 1, data, 3000, 1000);
+	for (uint32_t i = 0; i < d.n; i++)
+		send_ord(f, &d, i);
+	cg_reasm_commit(f->rs);
+	struct dump d2 = mk("dev-p", 2, data, 3000, 1000);
+	data[0] ^= 1;   /* other content: not a content duplicate */
+	for (uint32_t i = 0; i < d2.n; i++)
+		send_ord(f, &d2, i);
+	cg_reasm_commit(f->rs);
+	struct cg_dump_record stale, now;
+	assert_int_equal(cg_store_get_record(f->st, 1, &stale), CG_OK);
+	assert_int_equal(cg_store_set_status(f->st, 1, CG_DUMP_FORWARDED), CG_OK);
+	assert_int_equal(cg_store_delete_body(f->st, &stale), CG_OK);   /* a copy from before */
+	assert_int_equal(cg_store_get_record(f->st, 1, &now), CG_OK);
+	assert_int_equal(now.status, CG_DUMP_FORWARDED);
+	assert_true(now.body_deleted);
+	assert_int_equal(cg_store_delete_body(f->st, &stale), CG_ERR_NOT_FOUND);   /* nothing freed twice */
+
+	struct cg_reasm_stats before, after;
+	cg_reasm_get_stats(f->rs, &before);
+	struct cg_dump_record r2;
+	assert_int_equal(cg_store_get_record(f->st, 2, &r2), CG_OK);
+	assert_int_equal(cg_reasm_purge(f->rs, &r2), CG_OK);
+	cg_reasm_get_stats(f->rs, &after);
+	assert_int_equal(after.dumps_purged, 1);
+	assert_int_equal(before.store_bytes - after.store_bytes, 3000 + 3 * (CG_DUMPKEY_MAX + 4));
+	assert_int_equal(cg_store_get_record(f->st, 2, &now), CG_ERR_NOT_FOUND);
+	assert_int_equal(chunks_of(f, "dev-p", 2), 0);
+	/* the forwarder settling it afterwards does not bring it back */
+	assert_int_equal(cg_store_set_status(f->st, 2, CG_DUMP_FORWARDED), CG_ERR_NOT_FOUND);
+	assert_int_equal(cg_store_get_record(f->st, 2, &now), CG_ERR_NOT_FOUND);
+	/* purging again is not an error and frees nothing more */
+	assert_int_equal(cg_reasm_purge(f->rs, &r2), CG_OK);
+	cg_reasm_get_stats(f->rs, &before);
+	assert_int_equal(before.store_bytes, after.store_bytes);
+	/* the device sending that dump id again starts afresh */
+	for (uint32_t i = 0; i < d2.n; i++)
+		send_ord(f, &d2, i);
+	cg_reasm_commit(f->rs);
+	assert_stored(f, &d2);
+	free(data);
+}
+
 static void test_store_record_codec(void **state)
 {
 	(void)state;
@@ -741,6 +792,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_last_flag_on_repeat, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_budget_applies_to_open_dumps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejections_leave_no_tombstones, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_record_changes_and_purge, setup, teardown),
 		cmocka_unit_test(test_store_record_codec),
 	};
 	return cmocka_run_group_tests_name("reassembly", tests, NULL, NULL);

@@ -36,7 +36,7 @@ suite "tests under ASan+UBSan" build-asan -DCG_SANITIZE=ON -DCG_BENCH=OFF -DCMAK
 echo "== fuzzing (libFuzzer, ${CG_FUZZ_SECONDS:-30} s per target)"
 if CC=clang cmake -S . -B build-fuzz -DCG_FUZZ=ON -DCG_SANITIZE=ON -DCG_BENCH=OFF >build-fuzz.cmake.log 2>&1 &&
   cmake --build build-fuzz -j "$jobs" >build-fuzz.build.log 2>&1; then
-  for t in fuzz_chunk fuzz_reassembly fuzz_decode_zephyr fuzz_decode_minidump fuzz_decode_elf fuzz_config; do
+  for t in fuzz_chunk fuzz_reassembly fuzz_decode_zephyr fuzz_decode_minidump fuzz_decode_elf fuzz_config fuzz_admin_query; do
     work=$(mktemp -d)
     cp tests/fuzz/corpus/$t/* "$work/"
     if ./build-fuzz/tests/$t -max_total_time="${CG_FUZZ_SECONDS:-30}" -max_len=4096 \

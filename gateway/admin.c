@@ -48,10 +48,32 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
 
 /* Constant-time comparison of the bearer token: the time a refusal takes
  * says nothing about how much of a guess was right. */
+/* Without a token only loopback listens; a web page in a browser on the
+ * same box could still reach it through DNS rebinding, with a Host header
+ * naming its own domain. So without a token the Host must be a loopback
+ * name or address. */
+static bool loopback_host(const char *h)
+{
+	if (!h)
+		return false;
+	if (h[0] == '[')
+		return strncmp(h, "[::1]", 5) == 0 && (h[5] == '\0' || h[5] == ':');
+	char host[64];
+	size_t n = strcspn(h, ":");
+	if (n >= sizeof host)
+		return false;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	struct in_addr ip;
+	if (inet_pton(AF_INET, host, &ip) == 1)   /* an address, not a name like 127.evil.example */
+		return (ntohl(ip.s_addr) >> 24) == 127;
+	return strcmp(host, "localhost") == 0;
+}
+
 static bool authorized(struct cg_admin *a, struct MHD_Connection *c)
 {
-	if (!a->token)
-		return true;   /* loopback without a token: the operator chose it */
+	if (!a->token)   /* loopback without a token: the operator chose it */
+		return loopback_host(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"));
 	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
 	if (!h || strncmp(h, "Bearer ", 7) != 0)
 		return false;
@@ -213,6 +235,23 @@ static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, jso
 	return r;
 }
 
+/* {"error": text}: the text may quote what a client sent (a parameter, an
+ * upstream name), so bytes that are not printable ASCII become '?' and the
+ * answer is always valid JSON. */
+static json_t *error_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static json_t *error_json(const char *fmt, ...)
+{
+	char msg[300];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	for (char *p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+	return json_pack("{s:s}", "error", msg);
+}
+
 static enum MHD_Result not_found(struct MHD_Connection *c)
 {
 	return reply_json(c, MHD_HTTP_NOT_FOUND, json_pack("{s:s}", "error", "no such dump"));
@@ -246,12 +285,33 @@ static int list_visit(void *ctx, const struct cg_dump_record *r)
 	return 0;
 }
 
+#define PURGE_SEQS_MAX 1000
+
 struct query {
 	struct cg_record_filter f;
 	size_t limit;
-	bool bad;
+	bool allow_seqs;               /* DELETE: seqs=1,2,3 names exactly what goes */
+	uint64_t seqs[PURGE_SEQS_MAX];
+	size_t nseqs;
+	bool has_seqs, has_limit, bad;
 	char err[160];
 };
+
+static bool parse_seqs(struct query *q, const char *val)
+{
+	const char *p = val;
+	while (*p) {
+		char *end;
+		if (*p < '0' || *p > '9' || q->nseqs == PURGE_SEQS_MAX)
+			return false;
+		uint64_t v = strtoull(p, &end, 10);
+		if (v == 0 || (*end && *end != ','))
+			return false;
+		q->seqs[q->nseqs++] = v;
+		p = *end ? end + 1 : end;
+	}
+	return q->nseqs > 0;
+}
 
 static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *val)
 {
@@ -267,6 +327,15 @@ static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char 
 			snprintf(q->err, sizeof q->err, "limit: 1 to 1000");
 		}
 		q->limit = n;
+		q->has_limit = true;
+		return MHD_YES;
+	}
+	if (q->allow_seqs && strcmp(key, "seqs") == 0) {
+		q->has_seqs = true;
+		if (!parse_seqs(q, val)) {
+			q->bad = true;
+			snprintf(q->err, sizeof q->err, "seqs: 1 to %d sequence numbers, comma-separated", PURGE_SEQS_MAX);
+		}
 		return MHD_YES;
 	}
 	int rc = cg_record_filter_set(&q->f, key, val, q->err, sizeof q->err);
@@ -277,21 +346,22 @@ static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char 
 }
 
 /* Parse the query string; NULL and a 400 reply queued when it is bad. */
-static bool parse_query(struct MHD_Connection *c, struct query *q, enum MHD_Result *res)
+static bool parse_query(struct MHD_Connection *c, struct query *q, bool allow_seqs, enum MHD_Result *res)
 {
 	memset(q, 0, sizeof *q);
 	q->limit = 100;
+	q->allow_seqs = allow_seqs;
 	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_arg, q);
 	if (q->bad)
-		*res = reply_json(c, MHD_HTTP_BAD_REQUEST, json_pack("{s:s}", "error", q->err));
+		*res = reply_json(c, MHD_HTTP_BAD_REQUEST, error_json("%s", q->err));
 	return !q->bad;
 }
 
 static enum MHD_Result list_dumps(struct cg_admin *a, struct MHD_Connection *c)
 {
-	struct query qa;
+	struct query qa;   /* 8 KiB: fine on the server thread's stack */
 	enum MHD_Result res;
-	if (!parse_query(c, &qa, &res))
+	if (!parse_query(c, &qa, false, &res))
 		return res;
 	if (qa.f.status && strcmp(qa.f.status, "open") == 0) {   /* being received: no paging */
 		json_t *rows = cg_open_dumps_json(a->st, a->cfg->gateway.id, &qa.f);
@@ -312,9 +382,27 @@ static enum MHD_Result list_dumps(struct cg_admin *a, struct MHD_Connection *c)
 
 struct purge_q {
 	struct cg_record_filter f;
+	size_t limit;
 	struct cg_dump_record *recs;
 	size_t n, cap;
+	bool more, nomem;
 };
+
+static bool purge_add(struct purge_q *p, const struct cg_dump_record *r)
+{
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 16;
+		struct cg_dump_record *n = realloc(p->recs, cap * sizeof *n);
+		if (!n) {
+			p->nomem = true;
+			return false;
+		}
+		p->recs = n;
+		p->cap = cap;
+	}
+	p->recs[p->n++] = *r;
+	return true;
+}
 
 static int purge_visit(void *ctx, const struct cg_dump_record *r)
 {
@@ -323,43 +411,57 @@ static int purge_visit(void *ctx, const struct cg_dump_record *r)
 		return 1;
 	if (!cg_record_filter_match(&p->f, r))
 		return 0;
-	if (p->n == p->cap) {
-		size_t cap = p->cap ? p->cap * 2 : 64;
-		struct cg_dump_record *n = realloc(p->recs, cap * sizeof *n);
-		if (!n)
-			return 1;
-		p->recs = n;
-		p->cap = cap;
+	if (p->n == p->limit) {
+		p->more = true;
+		return 1;
 	}
-	p->recs[p->n++] = *r;
-	return 0;
+	return purge_add(p, r) ? 0 : 1;
 }
 
+/*
+ * What goes: one dump (DELETE /v1/dumps/{id}), exactly the dumps named by
+ * seqs=1,2,3 (what crashgatectl listed and the operator confirmed), or at
+ * most `limit` (default and most 1000) dumps matching filters, with
+ * "more": true when others match too. Never everything by accident: a
+ * request without seqs or a filter is refused.
+ */
 static enum MHD_Result purge(struct cg_admin *a, struct MHD_Connection *c, const char *id)
 {
-	struct purge_q p = { 0 };
+	struct purge_q p = { .limit = 1000 };
+	struct cg_dump_record *one = malloc(sizeof *one);
+	if (!one)
+		return MHD_NO;
 	if (id) {
-		p.recs = malloc(sizeof *p.recs);
-		if (!p.recs || cg_record_find(a->st, a->cfg->gateway.id, id, p.recs) != CG_OK) {
-			free(p.recs);
+		if (cg_record_find(a->st, a->cfg->gateway.id, id, one) != CG_OK) {
+			free(one);
 			return not_found(c);
 		}
-		p.n = 1;
+		purge_add(&p, one);
 	} else {
 		struct query q;
 		enum MHD_Result res;
-		if (!parse_query(c, &q, &res))
+		if (!parse_query(c, &q, true, &res)) {
+			free(one);
 			return res;
-		/* A purge names what it deletes: never everything by accident. */
-		if (!cg_record_filter_any(&q.f) || (q.f.status && strcmp(q.f.status, "open") == 0))
+		}
+		if (q.has_seqs) {
+			for (size_t i = 0; i < q.nseqs && !p.nomem; i++)
+				if (cg_store_get_record(a->st, q.seqs[i], one) == CG_OK)
+					purge_add(&p, one);
+		} else if (!cg_record_filter_any(&q.f) || (q.f.status && strcmp(q.f.status, "open") == 0)) {
+			free(one);
 			return reply_json(c, MHD_HTTP_BAD_REQUEST,
-					  json_pack("{s:s}", "error", "purge needs a filter (device, group, region, "
-						    "signature, status, since, until, after, through)"));
-		p.f = q.f;
-		cg_store_scan_records_from(a->st, p.f.after + 1, purge_visit, &p);
+					  json_pack("{s:s}", "error", "purge needs seqs or a filter (device, group, "
+						    "region, signature, status, since, until, after, through)"));
+		} else {
+			p.f = q.f;
+			p.limit = q.has_limit ? q.limit : 1000;
+			cg_store_scan_records_from(a->st, p.f.after + 1, purge_visit, &p);
+		}
 	}
+	free(one);
 	json_t *ids = json_array();
-	int rc = CG_OK;
+	int rc = p.nomem ? CG_ERR_NOMEM : CG_OK;
 	for (size_t i = 0; i < p.n && rc == CG_OK; i++) {
 		rc = cg_reasm_purge(a->rs, &p.recs[i]);
 		if (rc == CG_OK)
@@ -367,13 +469,16 @@ static enum MHD_Result purge(struct cg_admin *a, struct MHD_Connection *c, const
 	}
 	free(p.recs);
 	/* Deleted means deleted: durable before the answer says so. */
-	if (json_array_size(ids) && cg_store_sync(a->st) != CG_OK)
+	if (json_array_size(ids) && cg_store_sync(a->st) != CG_OK && rc == CG_OK)
 		rc = CG_ERR_STORE;
-	log_info("admin", "purge: %zu dumps deleted%s", json_array_size(ids), rc == CG_OK ? "" : " (then the store failed)");
+	log_info("admin", "purge: %zu dumps deleted%s", json_array_size(ids), rc == CG_OK ? "" : " (then it failed)");
 	if (rc != CG_OK)
 		return reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
 				  json_pack("{s:s, s:o}", "error", cg_strerror(rc), "purged", ids));
-	return reply_json(c, MHD_HTTP_OK, json_pack("{s:I, s:o}", "count", (json_int_t)json_array_size(ids), "purged", ids));
+	json_t *j = json_pack("{s:I, s:o}", "count", (json_int_t)json_array_size(ids), "purged", ids);
+	if (p.more)
+		json_object_set_new(j, "more", json_true());
+	return reply_json(c, MHD_HTTP_OK, j);
 }
 
 /* ---- POST /v1/backup: a consistent copy of the store while it runs ---- */
@@ -395,7 +500,7 @@ static enum MHD_Result backup(struct cg_admin *a, struct MHD_Connection *c)
 	snprintf(dir, sizeof dir, "%s/backups/%s", a->cfg->gateway.data_dir, name);
 	if (cg_store_checkpoint(a->st, dir, err, sizeof err) != CG_OK) {
 		log_error("admin", "backup to %s failed: %s", dir, err);
-		return reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR, json_pack("{s:s}", "error", err));
+		return reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_json("%s", err));
 	}
 	log_info("admin", "backup: store copied to %s", dir);
 	return reply_json(c, MHD_HTTP_CREATED, json_pack("{s:s, s:s}", "name", name, "path", dir));
@@ -418,11 +523,11 @@ static enum MHD_Result retry(struct cg_admin *a, struct MHD_Connection *c, const
 	int rc = cg_forward_request_retry(a->cfg, a->st, name, only, asked, err, sizeof err);
 	if (rc == CG_ERR_NOT_FOUND) {
 		json_decref(asked);
-		return reply_json(c, MHD_HTTP_NOT_FOUND, json_pack("{s:s}", "error", err));
+		return reply_json(c, MHD_HTTP_NOT_FOUND, error_json("%s", err));
 	}
 	if (rc != CG_OK) {
 		json_decref(asked);
-		return reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR, json_pack("{s:s}", "error", err));
+		return reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_json("%s", err));
 	}
 	if (json_array_size(asked) == 0) {
 		json_decref(asked);
@@ -432,7 +537,7 @@ static enum MHD_Result retry(struct cg_admin *a, struct MHD_Connection *c, const
 	}
 	cg_forwarder_wake(a->fw);
 	log_info("admin", "%s: %zu dead-letter batches queued to be sent again", name, json_array_size(asked));
-	return reply_json(c, MHD_HTTP_ACCEPTED, json_pack("{s:s, s:o}", "upstream", name, "batches", asked));
+	return reply_json(c, MHD_HTTP_ACCEPTED, json_pack("{s:s, s:o}", "upstream", name, "batches", asked));   /* name: a configured upstream */
 }
 
 static enum MHD_Result one_dump(struct cg_admin *a, struct MHD_Connection *c, const char *id, bool raw)

@@ -288,11 +288,11 @@ static void filter_query(struct ctl *c, char *q, size_t cap, const struct cg_rec
 	add_param(c, q, cap, "region", f->region);
 	add_param(c, q, cap, "signature", f->signature);
 	add_param(c, q, cap, "status", f->status);
-	if (f->since) {
+	if (f->has_since) {
 		cg_record_time(f->since, t, sizeof t);
 		add_param(c, q, cap, "since", t);
 	}
-	if (f->until) {
+	if (f->has_until) {
 		cg_record_time(f->until, t, sizeof t);
 		add_param(c, q, cap, "until", t);
 	}
@@ -605,9 +605,9 @@ static const char *str(json_t *o, const char *k)
 	return s ? s : "-";
 }
 
-static void print_dumps(json_t *rows)
+static void print_dumps_to(FILE *out, json_t *rows)
 {
-	printf("%-44s %-20s %-10s %9s %-24s %s\n", "ID", "DEVICE", "STATUS", "SIZE", "RECEIVED", "SIGNATURE");
+	fprintf(out, "%-44s %-20s %-10s %9s %-24s %s\n", "ID", "DEVICE", "STATUS", "SIZE", "RECEIVED", "SIGNATURE");
 	size_t i;
 	json_t *r;
 	json_array_foreach(rows, i, r) {
@@ -618,10 +618,15 @@ static void print_dumps(json_t *rows)
 				 json_integer_value(json_object_get(r, "dump_id")));
 			id = idbuf;
 		}
-		printf("%-44s %-20s %-10s %9" JSON_INTEGER_FORMAT " %-24s %s\n", id, str(r, "device"),
+		fprintf(out, "%-44s %-20s %-10s %9" JSON_INTEGER_FORMAT " %-24s %s\n", id, str(r, "device"),
 		       str(r, "status"), json_integer_value(json_object_get(r, "size")), str(r, "received_at"),
 		       str(r, "signature"));
 	}
+}
+
+static void print_dumps(json_t *rows)
+{
+	print_dumps_to(stdout, rows);
 }
 
 static void print_record(json_t *o)
@@ -760,11 +765,7 @@ static int purge(struct ctl *c, char **ids, int nids)
 		json_t *shown = json_array();
 		for (size_t i = 0; i < n && i < 20; i++)
 			json_array_append(shown, json_array_get(rows, i));
-		fflush(stdout);
-		FILE *keep = stdout;
-		stdout = stderr;   /* the listing is part of the question */
-		print_dumps(shown);
-		stdout = keep;
+		print_dumps_to(stderr, shown);   /* the listing is part of the question */
 		if (n > 20)
 			fprintf(stderr, "... and %zu more\n", n - 20);
 		json_decref(shown);
@@ -774,37 +775,26 @@ static int purge(struct ctl *c, char **ids, int nids)
 			return EX_DECLINED;
 		}
 	}
+	/* Exactly what was listed and confirmed, by seq: nothing that arrived
+	 * or changed while the question waited. */
 	json_t *purged = json_array();
-	if (nids) {
-		for (int i = 0; i < nids && rc == EX_OK; i++) {
-			const char *id = json_string_value(json_object_get(json_array_get(rows, (size_t)i), "id"));
-			char *e = escaped(c, id ? id : ids[i]), path[1200];
-			snprintf(path, sizeof path, "/v1/dumps/%s", e ? e : ids[i]);
-			curl_free(e);
-			json_t *j = NULL;
-			rc = api_json(c, "DELETE", path, &j);
-			if (rc == EX_OK)
-				json_array_extend(purged, json_object_get(j, "purged"));
-			json_decref(j);
+	size_t i = 0;
+	while (i < n && rc == EX_OK) {
+		char q[4096] = "/v1/dumps?seqs=";
+		size_t len = strlen(q), in_req = 0;
+		for (; i < n && in_req < 200; i++, in_req++) {
+			json_t *s = json_object_get(json_array_get(rows, i), "seq");
+			if (!json_is_integer(s)) {
+				fprintf(stderr, "crashgatectl: the gateway's record has no seq\n");
+				rc = EX_ERR;
+				break;
+			}
+			len += (size_t)snprintf(q + len, sizeof q - len, "%s%" JSON_INTEGER_FORMAT, in_req ? "," : "",
+						json_integer_value(s));
 		}
-	} else {
-		/* Only what was listed: nothing received after the question. */
-		uint64_t through = 0;
-		size_t i;
-		json_t *r;
-		json_array_foreach(rows, i, r) {
-			json_t *s = json_object_get(r, "seq");
-			if (json_is_integer(s) && (uint64_t)json_integer_value(s) > through)
-				through = (uint64_t)json_integer_value(s);
-		}
-		struct cg_record_filter f = c->f;
-		f.through = through;
-		char q[2048] = "/v1/dumps";
-		filter_query(c, q, sizeof q, &f);
 		json_t *j = NULL;
-		rc = through ? api_json(c, "DELETE", q, &j) : EX_ERR;
-		if (!through)
-			fprintf(stderr, "crashgatectl: the gateway's records carry no seq\n");
+		if (rc == EX_OK)
+			rc = api_json(c, "DELETE", q, &j);
 		if (rc == EX_OK)
 			json_array_extend(purged, json_object_get(j, "purged"));
 		json_decref(j);

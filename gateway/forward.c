@@ -187,7 +187,16 @@ static int host_batch_cbor(const struct cg_plugin_host *h, const struct cg_plugi
 
 /* ---- forming a batch ---- */
 
-static void count_flush(struct up *u, int status, int64_t ms);
+static void count_flush(struct up *u, int status, int64_t us);
+
+/* Durations are measured on the monotonic clock: wall-clock steps (NTP on
+ * a box that booted without time) never make a flush look negative. */
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static void items_clear(struct up *u)
 {
@@ -212,7 +221,7 @@ static bool belongs(const struct up *u, const struct cg_dump_record *r)
 
 static int add_item(struct up *u, const struct cg_dump_record *r);
 static size_t dead_letter_key(struct up *u, uint64_t first, uint8_t *key, size_t cap);
-static void dead_letter_clear(struct up *u);
+static void dead_letter_clear(struct up *u, uint64_t first);
 
 static int collect(void *ctx, const struct cg_dump_record *r)
 {
@@ -328,10 +337,9 @@ static void save_state(struct up *u, const char *last_error, int64_t next_retry_
 	free(s);
 }
 
-static void dead_letter(struct up *u, const char *reason)
+static void dead_letter(struct up *u, uint64_t first, const char *reason)
 {
 	uint8_t key[208];
-	uint64_t first = u->items[0].rec.seq;
 	size_t kl = dead_letter_key(u, first, key, sizeof key) - 8;
 	json_t *seqs = json_array();
 	for (size_t i = 0; i < u->n; i++)
@@ -357,10 +365,10 @@ static size_t dead_letter_key(struct up *u, uint64_t first, uint8_t *key, size_t
 	return kl + 8;
 }
 
-static void dead_letter_clear(struct up *u)
+static void dead_letter_clear(struct up *u, uint64_t first)
 {
 	uint8_t key[208];
-	size_t kl = dead_letter_key(u, u->items[0].rec.seq, key, sizeof key);
+	size_t kl = dead_letter_key(u, first, key, sizeof key);
 	struct cg_kv kv = { key, kl, NULL, 0 };
 	cg_store_policy_write(u->f->st, &kv, 1);
 }
@@ -427,40 +435,81 @@ static uint64_t backoff_ms(struct up *u, uint64_t retry_after)
 	return wait < retry_after ? retry_after : wait;
 }
 
-/* Deliver the batch in u->items. replay: a dead-letter batch sent again on
- * request (the queue position does not move; its entry goes on success). */
-static void flush_batch(struct up *u, bool replay)
+/* Drop from the batch what was deleted since it was formed (a purge, or
+ * retention taking the bytes): an operator's purge holds for a batch that
+ * waits out an outage too. Returns how many items are left. */
+static size_t prune_gone(struct up *u)
 {
-	struct cg_plugin_record *recs = calloc(u->n, sizeof *recs);
-	if (!recs)
-		return;
+	size_t kept = 0;
+	struct cg_dump_record *cur = malloc(sizeof *cur);
+	if (!cur)
+		return u->n;   /* keep the batch as it is; checked again next attempt */
 	for (size_t i = 0; i < u->n; i++) {
 		struct fwd_item *it = &u->items[i];
-		const char *fmt = cg_record_format_name(&it->rec);
-		recs[i] = (struct cg_plugin_record){
-			.id = it->id, .device = it->rec.device, .dump_id = it->rec.dump_id,
-			.group = it->rec.group, .region = it->rec.region, .status = it->rec.status == CG_DUMP_THROTTLED ? "throttled" : "stored",
-			.format = fmt ? fmt : "raw", .signature = it->rec.signature,
-			.received_at_ms = it->rec.received_at_ms, .meta_json = it->json,
-			.meta_cbor = it->cbor, .meta_cbor_len = it->cbor_len, .body = it->body,
-			.body_len = it->body_len,
-		};
+		int rc = cg_store_get_record(u->f->st, it->rec.seq, cur);
+		bool gone = rc == CG_ERR_NOT_FOUND ||
+			    (rc == CG_OK && it->rec.status != CG_DUMP_THROTTLED && cur->body_deleted);
+		if (gone) {
+			log_info("forward", "%s: seq %" PRIu64 " was deleted before delivery; not sent",
+				 u->cfg->name, it->rec.seq);
+			u->bytes -= it->body_len;
+			free(it->body);
+			free(it->json);
+			free(it->cbor);
+			continue;
+		}
+		u->items[kept++] = *it;
 	}
-	struct cg_plugin_batch b = { .records = recs, .n = u->n, .body_bytes = u->bytes,
-				     .batch_id = u->items[0].rec.seq };
+	free(cur);
+	u->n = kept;
+	return kept;
+}
+
+/* Deliver the batch in u->items. replay: a dead-letter batch sent again on
+ * request, whose entry is keyed by `first` (the queue position does not
+ * move; its entry goes on success). The batch id stays the batch's first
+ * seq even if dumps deleted meanwhile leave the batch. */
+static void flush_batch(struct up *u, bool replay, uint64_t first)
+{
 	for (;;) {
+		if (prune_gone(u) == 0) {   /* everything in it was deleted: nothing to send */
+			if (replay)
+				dead_letter_clear(u, first);
+			else
+				save_cursor(u, u->upto);
+			break;
+		}
+		struct cg_plugin_record *recs = calloc(u->n, sizeof *recs);
+		if (!recs)
+			return;
+		for (size_t i = 0; i < u->n; i++) {
+			struct fwd_item *it = &u->items[i];
+			const char *fmt = cg_record_format_name(&it->rec);
+			recs[i] = (struct cg_plugin_record){
+				.id = it->id, .device = it->rec.device, .dump_id = it->rec.dump_id,
+				.group = it->rec.group, .region = it->rec.region, .status = it->rec.status == CG_DUMP_THROTTLED ? "throttled" : "stored",
+				.format = fmt ? fmt : "raw", .signature = it->rec.signature,
+				.received_at_ms = it->rec.received_at_ms, .meta_json = it->json,
+				.meta_cbor = it->cbor, .meta_cbor_len = it->cbor_len, .body = it->body,
+				.body_len = it->body_len,
+			};
+		}
+		struct cg_plugin_batch b = { .records = recs, .n = u->n, .body_bytes = u->bytes,
+					     .batch_id = first };
 		struct cg_flush_result res = { 0 };
-		int64_t t0 = wall_now();
+		int64_t t0 = mono_us();
 		u->out.plugin->flush(u->state, &b, &res);
+		free(recs);
 		res.reason[sizeof res.reason - 1] = '\0';
-		count_flush(u, res.status, wall_now() - t0);
+		int64_t took_us = mono_us() - t0;
+		count_flush(u, res.status, took_us);
 		if (res.status == CG_FLUSH_OK) {
 			log_info("forward", "%s: delivered %zu dumps (%" PRIu64 " bytes) in %" PRId64 " ms%s",
-				 u->cfg->name, u->n, u->bytes, wall_now() - t0,
+				 u->cfg->name, u->n, u->bytes, took_us / 1000,
 				 replay ? " (a dead letter, sent again)" : "");
 			u->attempts = 0;
 			if (replay)
-				dead_letter_clear(u);
+				dead_letter_clear(u, first);
 			else
 				save_cursor(u, u->upto);
 			save_state(u, NULL, 0, true);
@@ -468,7 +517,7 @@ static void flush_batch(struct up *u, bool replay)
 			break;
 		}
 		if (res.status == CG_FLUSH_DROP) {
-			dead_letter(u, res.reason[0] ? res.reason : "refused by the upstream");
+			dead_letter(u, first, res.reason[0] ? res.reason : "refused by the upstream");
 			u->attempts = 0;
 			if (!replay)
 				save_cursor(u, u->upto);
@@ -484,7 +533,6 @@ static void flush_batch(struct up *u, bool replay)
 		if (!nap(u->f, (int64_t)wait, false))
 			break;   /* stopping: the batch goes again at the next start */
 	}
-	free(recs);
 }
 
 /*
@@ -528,7 +576,7 @@ static void replay_requests(struct up *u)
 		if (u->n) {
 			log_info("forward", "%s: sending dead-letter batch %" PRIu64 " again (%zu dumps), as asked",
 				 u->cfg->name, first, u->n);
-			flush_batch(u, true);
+			flush_batch(u, true, first);
 		} else {
 			struct cg_kv kv = { key, kl, NULL, 0 };
 			cg_store_policy_write(u->f->st, &kv, 1);
@@ -545,9 +593,9 @@ const double cg_forward_latency_bounds[CG_FWD_LATENCY_BUCKETS] = {
 };
 
 /* Count one flush: its result and how long the plugin took. */
-static void count_flush(struct up *u, int status, int64_t ms)
+static void count_flush(struct up *u, int status, int64_t us)
 {
-	double s = (double)ms / 1000.0;
+	double s = (double)(us < 0 ? 0 : us) / 1e6;
 	int b = 0;
 	while (b < CG_FWD_LATENCY_BUCKETS && s > cg_forward_latency_bounds[b])
 		b++;
@@ -604,7 +652,7 @@ static void *up_main(void *arg)
 			nap(f, due - now < POLL_MS ? due - now : POLL_MS, true);
 			continue;
 		}
-		flush_batch(u, false);
+		flush_batch(u, false, u->items[0].rec.seq);
 	}
 	items_clear(u);
 	free(u->items);

@@ -40,10 +40,11 @@ void cg_log(enum cg_log_level lvl, const char *module, const char *fmt, ...)
 	va_end(ap);
 	/* One line per event whatever a device put in a name or a reason:
 	 * control and non-ASCII bytes become \xNN (this also keeps every JSON
-	 * line valid UTF-8). */
+	 * line valid UTF-8), and so does a backslash, so that no text can pass
+	 * itself off as an escape. */
 	size_t o = 0;
 	for (const unsigned char *p = (const unsigned char *)raw; *p && o + 5 < sizeof msg; p++) {
-		if (*p < 0x20 || *p >= 0x7f)
+		if (*p < 0x20 || *p >= 0x7f || *p == '\\')
 			o += (size_t)snprintf(msg + o, sizeof msg - o, "\\x%02x", *p);
 		else
 			msg[o++] = (char)*p;

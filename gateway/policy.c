@@ -285,13 +285,13 @@ static int rec_visit(void *ctx, const struct cg_dump_record *rec_in)
 	int rc = CG_OK;
 
 	if (!has_body && history_due) {
-		rc = cg_store_delete_record(w->st, rec);
+		rc = cg_store_delete_record(w->st, rec, NULL);
 		if (rc == CG_OK)
 			w->out->records_deleted++;
 	} else if (body_due) {
 		uint64_t freed = rec->size + (uint64_t)rec->chunks * w->overhead;
 		if (history_due) {
-			rc = cg_store_delete_record(w->st, rec);
+			rc = cg_store_delete_record(w->st, rec, NULL);
 			if (rc == CG_OK)
 				w->out->records_deleted++;
 		} else {

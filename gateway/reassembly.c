@@ -1804,22 +1804,27 @@ void cg_reasm_retention(struct cg_reasm *rs)
 
 int cg_reasm_purge(struct cg_reasm *rs, const struct cg_dump_record *rec)
 {
+	struct cg_dump_record *was = malloc(sizeof *was);
+	if (!was)
+		return CG_ERR_NOMEM;
 	pthread_mutex_lock(&rs->lock);
-	int rc = cg_store_delete_record(rs->st, rec);
+	int rc = cg_store_delete_record(rs->st, rec, was);
 	if (rc == CG_OK) {
-		/* What recovery counts for a committed dump with its bytes. */
-		uint64_t cost = rec->body_deleted || rec->status == CG_DUMP_THROTTLED
-					? 0 : rec->size + (uint64_t)rec->chunks * CHUNK_OVERHEAD;
+		/* What recovery counts for a committed dump with its bytes, from
+		 * the record as it was (retention may have taken the bytes). */
+		uint64_t cost = was->body_deleted || was->status == CG_DUMP_THROTTLED
+					? 0 : was->size + (uint64_t)was->chunks * CHUNK_OVERHEAD;
 		rs->stats.store_bytes -= cost > rs->stats.store_bytes ? rs->stats.store_bytes : cost;
 		rs->stats.dumps_purged++;
 		rs->dirty = true;
 	}
 	pthread_mutex_unlock(&rs->lock);
+	if (rc == CG_OK)
+		log_info("reasm", "dump %s/%" PRIu64 " (seq %" PRIu64 ") purged by the operator", was->device,
+			 was->dump_id, was->seq);
+	free(was);
 	if (rc == CG_ERR_NOT_FOUND)   /* retention got there first: gone all the same */
 		return CG_OK;
-	if (rc == CG_OK)
-		log_info("reasm", "dump %s/%" PRIu64 " (seq %" PRIu64 ") purged by the operator", rec->device,
-			 rec->dump_id, rec->seq);
 	return rc;
 }
 

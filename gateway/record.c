@@ -170,12 +170,25 @@ int cg_record_find(struct cg_store *st, const char *gateway, const char *id, str
 	dump_id = strtoull(slash + 1, &end, 10);
 	if (end == slash + 1 || (*end != '\0' && *end != '/'))
 		return CG_ERR_NOT_FOUND;
+	/* A stable id ends in the receipt time: it names that dump, not a
+	 * later one the device sent under the same dump id. */
+	bool timed = *end == '/';
+	int64_t at = 0;
+	if (timed) {
+		const char *t = end + 1;
+		at = strtoll(t, &end, 10);
+		if (end == t || *end != '\0')
+			return CG_ERR_NOT_FOUND;
+	}
 	struct cg_dumpkey k;
 	cg_dumpkey_make(&k, dev, strlen(dev), dump_id);
 	struct cg_index_entry ie;
 	if (cg_store_index_get(st, &k, &ie) != CG_OK || ie.seq == 0)
 		return CG_ERR_NOT_FOUND;
-	return cg_store_get_record(st, ie.seq, out);
+	int rc = cg_store_get_record(st, ie.seq, out);
+	if (rc == CG_OK && timed && out->received_at_ms != at)
+		return CG_ERR_NOT_FOUND;
+	return rc;
 }
 
 
@@ -207,6 +220,7 @@ int cg_record_filter_set(struct cg_record_filter *f, const char *key, const char
 			snprintf(err, errlen, "%s: an RFC 3339 time, e.g. 2026-11-23T08:00:00Z", key);
 			return -1;
 		}
+		*(key[0] == 's' ? &f->has_since : &f->has_until) = true;
 		return 0;
 	}
 	if (strcmp(key, "after") == 0 || strcmp(key, "through") == 0) {
@@ -223,8 +237,8 @@ int cg_record_filter_set(struct cg_record_filter *f, const char *key, const char
 
 bool cg_record_filter_any(const struct cg_record_filter *f)
 {
-	return f->device || f->group || f->region || f->signature || f->status || f->since || f->until ||
-	       f->after || f->through;
+	return f->device || f->group || f->region || f->signature || f->status || f->has_since ||
+	       f->has_until || f->after || f->through;
 }
 
 bool cg_record_filter_match(const struct cg_record_filter *f, const struct cg_dump_record *r)
@@ -235,7 +249,8 @@ bool cg_record_filter_match(const struct cg_record_filter *f, const struct cg_du
 	       (!f->region || strcmp(f->region, r->region) == 0) &&
 	       (!f->signature || strcmp(f->signature, r->signature) == 0) &&
 	       (!f->status || strcmp(f->status, cg_dump_status_name(r->status)) == 0) &&
-	       (!f->since || r->received_at_ms >= f->since) && (!f->until || r->received_at_ms < f->until);
+	       (!f->has_since || r->received_at_ms >= f->since) &&
+	       (!f->has_until || r->received_at_ms < f->until);
 }
 
 /* ---- crash groups ---- */

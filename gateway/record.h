@@ -25,7 +25,8 @@ int cg_record_find(struct cg_store *st, const char *gateway, const char *id, str
  * crashgatectl options). Unset fields match everything. */
 struct cg_record_filter {
 	const char *device, *group, *region, *signature, *status;
-	int64_t since, until;          /* received_at in [since, until), ms; 0: open */
+	int64_t since, until;          /* received_at in [since, until), ms */
+	bool has_since, has_until;     /* (any instant, the epoch included, is a bound) */
 	uint64_t after, through;       /* seq in (after, through]; through 0: no end */
 };
 /* Set one filter from a query parameter. 0 set; 1 not a filter key; -1 a bad

@@ -569,41 +569,40 @@ int cg_store_delete_body(struct cg_store *st, struct cg_dump_record *rec)
 	return rc;
 }
 
-int cg_store_delete_record(struct cg_store *st, const struct cg_dump_record *rec)
+int cg_store_delete_record(struct cg_store *st, const struct cg_dump_record *rec,
+			   struct cg_dump_record *was)
 {
 	struct cg_dumpkey k;
 	uint8_t seqkey[8];
-	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
-
-	cg_dumpkey_make(&k, rec->device, strlen(rec->device), rec->dump_id);
+	struct cg_dump_record *cur = malloc(sizeof *cur);
+	if (!cur)
+		return CG_ERR_NOMEM;
 	pthread_mutex_lock(&st->rec_lock);
-	struct cg_index_entry ie;
-	uint8_t *probe = NULL;
-	size_t plen = 0;
-	char *rerr = NULL;
-	be64(seqkey, rec->seq);
-	probe = (uint8_t *)rocksdb_get_cf(st->db, st->ro, st->cf[CF_RECORDS], (const char *)seqkey, 8, &plen, &rerr);
-	if (rerr || !probe) {   /* gone already (or unreadable): nothing freed here */
+	int rc = cg_store_get_record(st, rec->seq, cur);
+	if (rc != CG_OK) {   /* gone already (NOT_FOUND), or unreadable */
 		pthread_mutex_unlock(&st->rec_lock);
-		rocksdb_writebatch_destroy(b);
-		if (rerr)
-			rocksdb_free(rerr);
-		return rerr ? CG_ERR_STORE : CG_ERR_NOT_FOUND;
+		free(cur);
+		return rc;
 	}
-	rocksdb_free(probe);
-	/* Chunks go whatever the caller's copy says: deleting none is cheap,
-	 * and its copy may predate a change. */
-	if (batch_delete_chunks(st, b, &k) != CG_OK) {
+	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+	cg_dumpkey_make(&k, cur->device, strlen(cur->device), cur->dump_id);
+	if (!cur->body_deleted && batch_delete_chunks(st, b, &k) != CG_OK) {
 		pthread_mutex_unlock(&st->rec_lock);
 		rocksdb_writebatch_destroy(b);
+		free(cur);
 		return CG_ERR_STORE;
 	}
+	be64(seqkey, cur->seq);
 	rocksdb_writebatch_delete_cf(b, st->cf[CF_RECORDS], (const char *)seqkey, 8);
 	/* The index may point at another record (content duplicates share one). */
-	if (cg_store_index_get(st, &k, &ie) == CG_OK && ie.seq == rec->seq)
+	struct cg_index_entry ie;
+	if (cg_store_index_get(st, &k, &ie) == CG_OK && ie.seq == cur->seq)
 		rocksdb_writebatch_delete_cf(b, st->cf[CF_INDEX], (const char *)k.b, k.len);
-	int rc = write_batch(st, b);
+	rc = write_batch(st, b);
 	pthread_mutex_unlock(&st->rec_lock);
+	if (rc == CG_OK && was)
+		*was = *cur;
+	free(cur);
 	return rc;
 }
 

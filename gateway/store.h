@@ -167,7 +167,9 @@ int cg_store_commit_dump_ex(struct cg_store *st, const struct cg_dumpkey *k, str
  * its index entry and any bytes left. Safe against concurrent changes:
  * CG_ERR_NOT_FOUND when another change got there first (nothing freed). */
 int cg_store_delete_body(struct cg_store *st, struct cg_dump_record *rec);
-int cg_store_delete_record(struct cg_store *st, const struct cg_dump_record *rec);
+/* was (may be NULL) receives the record as it was when deleted. */
+int cg_store_delete_record(struct cg_store *st, const struct cg_dump_record *rec,
+			   struct cg_dump_record *was);
 
 /* Delete index entries older than before_ms whose record is gone (a content
  * duplicate's entry outlives the record it points at). */

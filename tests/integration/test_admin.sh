@@ -88,9 +88,34 @@ import json, sys; d = json.load(sys.stdin); assert d["device"] == "m1" and d["du
 curl -sf "${auth[@]}" "$base/v1/dumps/m1/2/raw" -o "$CG_T/raw2" || cg_fail "raw"
 cmp -s "$CG_T/raw2" "$CG_T/d2" || cg_fail "the downloaded dump differs from what was sent"
 [[ $(code "${auth[@]}" "$base/v1/dumps/m1/99") == 404 ]] || cg_fail "an unknown dump is not 404"
+# A stable id names one dump: the same device and dump id received at
+# another time is another dump.
+sid=$(curl -sf "${auth[@]}" "$base/v1/dumps/m1/2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+[[ $(code "${auth[@]}" "$base/v1/dumps/$sid") == 200 ]] || cg_fail "the stable id $sid is not found"
+[[ $(code "${auth[@]}" "$base/v1/dumps/${sid%/*}/12345") == 404 ]] || cg_fail "a stable id with another time finds a dump"
 curl -sf "${auth[@]}" "$base/v1/signatures" | python3 -c '
 import json, sys; s = json.load(sys.stdin)["signatures"]; assert len(s) == 3 and all(x["count"] == 1 for x in s), s' ||
   cg_fail "signatures"
+
+# Purge by exact seqs, and by filter at most `limit` at a time.
+cg_random_file "$CG_T/d4" 3000
+cg_random_file "$CG_T/d5" 3000
+cg_send m1 "$CG_T/d4" --dump-id 4 --format 4 >/dev/null || cg_fail "d4"
+cg_send m1 "$CG_T/d5" --dump-id 5 --format 4 >/dev/null || cg_fail "d5"
+seq4=$(curl -sf "${auth[@]}" "$base/v1/dumps/m1/4" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seq"])')
+curl -sf -X DELETE "${auth[@]}" "$base/v1/dumps?seqs=$seq4,999999" | python3 -c '
+import json, sys; d = json.load(sys.stdin); assert d["purged"] == [int(sys.argv[1])], d' "$seq4" || cg_fail "DELETE by seqs"
+[[ $(code "${auth[@]}" "$base/v1/dumps/m1/4") == 404 ]] || cg_fail "m1/4 is still there after DELETE by seq"
+[[ $(code "${auth[@]}" "$base/v1/dumps/m1/5") == 200 ]] || cg_fail "DELETE by seqs took more than it named"
+[[ $(code -X DELETE "${auth[@]}" "$base/v1/dumps?seqs=1,x") == 400 ]] || cg_fail "a bad seqs list is not 400"
+[[ $(code "${auth[@]}" "$base/v1/dumps?seqs=1") == 400 ]] || cg_fail "seqs on GET is not refused"
+curl -sf -X DELETE "${auth[@]}" "$base/v1/dumps?device=m1&since=2020-01-01T00:00:00Z&limit=1" | python3 -c '
+import json, sys; d = json.load(sys.stdin); assert d["count"] == 1 and d["more"] is True, d' || cg_fail "DELETE by filter with limit"
+[[ $(code "${auth[@]}" "$base/v1/dumps/m1/1") == 404 ]] || cg_fail "the oldest match was not the one purged"
+curl -sf "${auth[@]}" "$base/v1/dumps?until=1970-01-01T00:00:00Z" | python3 -c '
+import json, sys; assert json.load(sys.stdin)["dumps"] == []' || cg_fail "until=the epoch is not a bound"
+[[ $(code -X POST "${auth[@]}" "$base/v1/upstreams/%FF/retry") == 404 ]] || cg_fail "a non-UTF-8 upstream name is not 404"
+[[ $(code "${auth[@]}" "$base/v1/dumps?%FF=1") == 400 ]] || cg_fail "a non-UTF-8 parameter is not 400"
 
 curl -sf "${auth[@]}" "$base/v1/upstreams" | python3 -c '
 import json, sys
@@ -106,6 +131,16 @@ curl -s "${auth[@]}" "$base/readyz" | grep -q "broker" || cg_fail "/readyz does 
 cg_restart_broker
 cg_wait_for --timeout 30 bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer s3cret-admin-token' '$base/readyz') == 200 ]]" ||
   cg_fail "/readyz is not 200 once the broker is back"
+cg_gw_stop
+
+# Loopback without a token: answered only for a loopback Host (a web page
+# using DNS rebinding names its own domain).
+cg_gw_config "admin: { listen: 127.0.0.1:$port }"
+cg_gw_start
+[[ $(code "$base/readyz") == 200 ]] || cg_fail "tokenless loopback /readyz is not 200"
+[[ $(code -H "Host: localhost:$port" "$base/v1/dumps") == 200 ]] || cg_fail "Host localhost is refused"
+[[ $(code -H "Host: rebind.example:$port" "$base/v1/dumps") == 401 ]] || cg_fail "a foreign Host is answered"
+[[ $(code -H "Host: 127.evil.example" -X DELETE "$base/v1/dumps?device=m1") == 401 ]] || cg_fail "Host 127.evil.example is answered"
 cg_gw_stop
 
 # Off loopback without a token: refused at start.

@@ -149,6 +149,33 @@ assert v(b, "crashgate_upstream_flush_duration_seconds_bucket", upstream="us-fil
 assert v(b, "crashgate_upstream_flush_duration_seconds_bucket", upstream="us-files", le="0.005") <= n
 PY
 
+# A dump purged while its batch waits out an upstream outage is never sent,
+# and its record does not come back when the batch settles.
+metric() { # NAME UPSTREAM: one sample, by Prometheus's parser
+  curl -sf -H "Authorization: Bearer $(cat "$CG_T/token")" "$base/metrics" | "$pyprom" -c '
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for f in text_string_to_metric_families(sys.stdin.read()):
+    for s in f.samples:
+        if s.name == sys.argv[1] and s.labels.get("upstream") == sys.argv[2]:
+            print(int(s.value))' "$1" "$2"
+}
+for i in $(seq 1 3000); do echo '{"status": 503}'; done >"$control"
+cg_random_file "$CG_T/d4" 7000
+cg_send c2 "$CG_T/d4" --dump-id 4 --format 4 >/dev/null || cg_fail "c2/4"
+cg_wait_for --timeout 20 bash -c "'$CG_BIN/crashgatectl' -c '$CG_T/gw.yaml' queue --json | grep -q 'HTTP 503'" ||
+  cg_fail "us-http is not retrying: $(ctl "${C[@]}" queue)"
+sent_before=$(metric crashgate_upstream_dumps_delivered_total us-http)
+ctl "${C[@]}" purge c2/4 --yes >/dev/null || cg_fail "purge c2/4"
+: >"$control"
+cg_wait_for --timeout 20 grep -q "seq [0-9]* was deleted before delivery; not sent" "$(cg_gw_log)" ||
+  cg_fail "the purged dump's batch went on"
+cg_wait_for --timeout 20 bash -c "'$CG_BIN/crashgatectl' -c '$CG_T/gw.yaml' queue --json | python3 -c 'import json,sys; q={u[\"upstream\"]: u for u in json.load(sys.stdin)}; assert q[\"us-http\"][\"depth\"] == 0'" ||
+  cg_fail "us-http did not move past the purged dump"
+[[ $(metric crashgate_upstream_dumps_delivered_total us-http) == "$sent_before" ]] || cg_fail "the purged dump was delivered"
+expect_rc 4 ctl "${C[@]}" show c2/4
+scrape prepurge
+
 # purge: asks; "no" deletes nothing (exit 7); --yes and "y" delete.
 rc=0; echo n | ctl "${C[@]}" purge c1/1 >"$CG_T/p.out" 2>"$CG_T/p.err" || rc=$?
 ((rc == 7)) || cg_fail "purge answered n exited $rc, not 7"
@@ -162,7 +189,7 @@ echo y | ctl "${C[@]}" purge c2/1 >/dev/null 2>"$CG_T/p2.err" || cg_fail "purge 
 ctl "${C[@]}" list --json | python3 -c 'import json,sys; assert json.load(sys.stdin) == []' || cg_fail "purged dumps still listed"
 expect_rc 4 ctl "${C[@]}" download c1/2 -o "$CG_T/gone"
 scrape purged
-"$pyprom" - "$CG_T/after.prom" "$CG_T/purged.prom" <<'PY' || cg_fail "purge metrics"
+"$pyprom" - "$CG_T/prepurge.prom" "$CG_T/purged.prom" <<'PY' || cg_fail "purge metrics"
 import sys
 from prometheus_client.parser import text_string_to_metric_families
 def load(p):

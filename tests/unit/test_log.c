@@ -40,7 +40,7 @@ static char *capture(void (*fn)(void))
 
 static void hostile(void)
 {
-	log_info("reasm", "module %s", "evil\nline2\r\x1b[31m\xff\xfe");
+	log_info("reasm", "module %s", "evil\nline2\r\x1b[31m\xff\xfe\\x0a");
 	log_debug("reasm", "not shown at info");
 	log_warn("forward", "second event");
 }
@@ -59,7 +59,7 @@ static void test_text_one_line_per_event(void **state)
 	cg_log_setup(CG_LOG_INFO, CG_LOG_TEXT);
 	char *out = capture(hostile);
 	assert_int_equal(lines(out), 2);
-	assert_non_null(strstr(out, "info  reasm: module evil\\x0aline2\\x0d\\x1b[31m\\xff\\xfe\n"));
+	assert_non_null(strstr(out, "info  reasm: module evil\\x0aline2\\x0d\\x1b[31m\\xff\\xfe\\x5cx0a\n"));
 	assert_null(strstr(out, "not shown"));
 	assert_non_null(strstr(out, "warn  forward: second event\n"));
 	free(out);
@@ -82,7 +82,7 @@ static void test_json_lines_parse(void **state)
 		assert_string_equal(json_string_value(json_object_get(j, "module")), n ? "forward" : "reasm");
 		if (!n)
 			assert_string_equal(json_string_value(json_object_get(j, "msg")),
-					    "module evil\\x0aline2\\x0d\\x1b[31m\\xff\\xfe");
+					    "module evil\\x0aline2\\x0d\\x1b[31m\\xff\\xfe\\x5cx0a");
 		json_decref(j);
 	}
 	assert_int_equal(n, 2);

@@ -148,10 +148,9 @@ static void upstream_metrics(struct cg_admin *a, struct buf *b)
 	}
 	json_decref(q);
 
-	struct cg_upstream_stats st[64];
-	size_t n = cg_forwarder_stats(a->fw, st, 64);
-	if (n > 64)
-		n = 64;
+	size_t n = cg_forwarder_stats(a->fw, NULL, 0);
+	struct cg_upstream_stats *st = n ? calloc(n, sizeof *st) : NULL;
+	n = st ? cg_forwarder_stats(a->fw, st, n) : 0;
 	add(b, "# HELP crashgate_upstream_batches_total Batches handed to an upstream, by result.\n"
 	       "# TYPE crashgate_upstream_batches_total counter\n");
 	for (size_t k = 0; k < n; k++) {
@@ -189,6 +188,7 @@ static void upstream_metrics(struct cg_admin *a, struct buf *b)
 		add(b, "crashgate_upstream_flush_duration_seconds_count{upstream=\"%s\"} %" PRIu64 "\n",
 		    st[k].name, cum);
 	}
+	free(st);
 }
 
 /* Prometheus text exposition format; names and units after its naming

@@ -67,7 +67,8 @@ static const struct {
 	  "         --status open|stored|forwarded|throttled|rejected|expired|dead_letter\n"
 	  "         --since TIME  --until TIME   (RFC 3339, e.g. 2026-11-23T08:00:00Z)\n" },
 	{ "show", "ID", "one dump's record: device, status, signature, crash (PC, LR, reason)",
-	  "ID is the stable id (GATEWAY/DEVICE/DUMP_ID), DEVICE/DUMP_ID, or the sequence number.\n" },
+	  "ID is the stable id (GATEWAY/DEVICE/DUMP_ID/RECEIVED_MS), DEVICE/DUMP_ID, or the\n"
+	  "sequence number.\n" },
 	{ "download", "ID [-o FILE]", "the dump's bytes, byte for byte as the device sent them",
 	  "Written to FILE (replaced only once the whole dump arrived), else to stdout.\n"
 	  "Exit 4 when the dump is unknown or its bytes are no longer kept (throttled,\n"

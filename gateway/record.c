@@ -159,8 +159,13 @@ int cg_record_find(struct cg_store *st, const char *gateway, const char *id, str
 	char dev[CG_DEVICE_ID_MAX + 1];
 	uint64_t dump_id;
 	const char *p = id;
-	size_t glen = strlen(gateway);
-	if (strncmp(p, gateway, glen) == 0 && p[glen] == '/')
+	size_t glen = strlen(gateway), slashes = 0;
+	for (const char *q = id; *q; q++)
+		slashes += *q == '/';
+	/* DEVICE/DUMP_ID has one slash; a stable id GATEWAY/DEVICE/DUMP_ID[/MS]
+	 * more (counting, not the prefix alone, lets a device share the
+	 * gateway's name). */
+	if (slashes >= 2 && strncmp(p, gateway, glen) == 0 && p[glen] == '/')
 		p += glen + 1;
 	const char *slash = strchr(p, '/');
 	if (!slash || (size_t)(slash - p) > CG_DEVICE_ID_MAX)

@@ -24,6 +24,7 @@
 
 struct fwd_item {
 	struct cg_dump_record rec;
+	uint32_t done;                 /* 0 pending; CG_FLUSH_OK or CG_FLUSH_DROP once final */
 	uint8_t *body;
 	size_t body_len;
 	char id[400];
@@ -187,7 +188,7 @@ static int host_batch_cbor(const struct cg_plugin_host *h, const struct cg_plugi
 
 /* ---- forming a batch ---- */
 
-static void count_flush(struct up *u, int status, int64_t us);
+static void count_flush(struct up *u, int status, int64_t us, size_t ok, uint64_t ok_bytes);
 
 /* Durations are measured on the monotonic clock: wall-clock steps (NTP on
  * a box that booted without time) never make a flush look negative. */
@@ -343,7 +344,9 @@ static void dead_letter(struct up *u, uint64_t first, const char *reason)
 	size_t kl = dead_letter_key(u, first, key, sizeof key) - 8;
 	json_t *seqs = json_array();
 	for (size_t i = 0; i < u->n; i++)
-		json_array_append_new(seqs, json_integer((json_int_t)u->items[i].rec.seq));
+		if (u->items[i].done == CG_FLUSH_DROP)
+			json_array_append_new(seqs, json_integer((json_int_t)u->items[i].rec.seq));
+	size_t n = json_array_size(seqs);
 	json_t *j = json_pack("{s:o, s:s, s:I}", "seqs", seqs, "reason", reason, "at_ms",
 			      (json_int_t)wall_now());
 	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -353,8 +356,8 @@ static void dead_letter(struct up *u, uint64_t first, const char *reason)
 		cg_store_policy_write(u->f->st, &kv, 1);
 		free(s);
 	}
-	log_error("forward", "%s: batch of %zu dumps (seq %" PRIu64 "..) refused for good: %s; "
-		  "kept as a dead letter", u->cfg->name, u->n, first, reason);
+	log_error("forward", "%s: %zu of %zu dumps of batch %" PRIu64 " refused for good: %s; "
+		  "kept as a dead letter", u->cfg->name, n, u->n, first, reason);
 }
 
 static size_t dead_letter_key(struct up *u, uint64_t first, uint8_t *key, size_t cap)
@@ -379,7 +382,7 @@ static void settle(struct up *u)
 	struct cg_forwarder *f = u->f;
 	for (size_t i = 0; i < u->n; i++) {
 		struct cg_dump_record *r = &u->items[i].rec;
-		if (r->status == CG_DUMP_THROTTLED)
+		if (r->status == CG_DUMP_THROTTLED || u->items[i].done != CG_FLUSH_OK)
 			continue;
 		bool all = true;
 		pthread_mutex_lock(&f->lock);
@@ -446,6 +449,10 @@ static size_t prune_gone(struct up *u)
 		return u->n;   /* keep the batch as it is; checked again next attempt */
 	for (size_t i = 0; i < u->n; i++) {
 		struct fwd_item *it = &u->items[i];
+		if (it->done) {   /* already delivered or refused: nothing to hold back */
+			u->items[kept++] = *it;
+			continue;
+		}
 		int rc = cg_store_get_record(u->f->st, it->rec.seq, cur);
 		bool gone = rc == CG_ERR_NOT_FOUND ||
 			    (rc == CG_OK && it->rec.status != CG_DUMP_THROTTLED && cur->body_deleted);
@@ -467,25 +474,58 @@ static size_t prune_gone(struct up *u)
 
 /* Deliver the batch in u->items. replay: a dead-letter batch sent again on
  * request, whose entry is keyed by `first` (the queue position does not
- * move; its entry goes on success). The batch id stays the batch's first
- * seq even if dumps deleted meanwhile leave the batch. */
+ * move; its entry goes, or is rewritten with what was refused again). The
+ * batch id stays the batch's first seq even if dumps deleted meanwhile
+ * leave the batch. A plugin may report each record's outcome
+ * (record_status): accepted records are not sent again, and only refused
+ * ones become dead letters. */
+/* Every record of the batch is final (or deleted): record the refused
+ * ones, move the queue position, mark the delivered ones forwarded. */
+static void finish_batch(struct up *u, bool replay, uint64_t first, const char *reason)
+{
+	size_t dropped = 0;
+	for (size_t i = 0; i < u->n; i++)
+		dropped += u->items[i].done == CG_FLUSH_DROP;
+	if (dropped)
+		dead_letter(u, first, reason && reason[0] ? reason : "refused by the upstream");
+	else if (replay)
+		dead_letter_clear(u, first);
+	if (!replay)
+		save_cursor(u, u->upto);
+	u->attempts = 0;
+	save_state(u, dropped ? reason : NULL, 0, !dropped);
+	settle(u);
+}
+
 static void flush_batch(struct up *u, bool replay, uint64_t first)
 {
+	char why[sizeof ((struct cg_flush_result *)0)->reason] = "";   /* the last answer */
 	for (;;) {
-		if (prune_gone(u) == 0) {   /* everything in it was deleted: nothing to send */
-			if (replay)
-				dead_letter_clear(u, first);
-			else
-				save_cursor(u, u->upto);
+		prune_gone(u);
+		size_t left = 0;
+		for (size_t i = 0; i < u->n; i++)
+			left += !u->items[i].done;
+		if (!left) {   /* what was left to send was deleted meanwhile */
+			finish_batch(u, replay, first, why);
 			break;
 		}
+		size_t np = 0;
 		struct cg_plugin_record *recs = calloc(u->n, sizeof *recs);
-		if (!recs)
+		uint32_t *rs = calloc(u->n, sizeof *rs);
+		size_t *map = calloc(u->n, sizeof *map);
+		if (!recs || !rs || !map) {
+			free(recs);
+			free(rs);
+			free(map);
 			return;
+		}
+		uint64_t body_bytes = 0;
 		for (size_t i = 0; i < u->n; i++) {
 			struct fwd_item *it = &u->items[i];
+			if (it->done)
+				continue;
 			const char *fmt = cg_record_format_name(&it->rec);
-			recs[i] = (struct cg_plugin_record){
+			recs[np] = (struct cg_plugin_record){
 				.id = it->id, .device = it->rec.device, .dump_id = it->rec.dump_id,
 				.group = it->rec.group, .region = it->rec.region, .status = it->rec.status == CG_DUMP_THROTTLED ? "throttled" : "stored",
 				.format = fmt ? fmt : "raw", .signature = it->rec.signature,
@@ -493,42 +533,51 @@ static void flush_batch(struct up *u, bool replay, uint64_t first)
 				.meta_cbor = it->cbor, .meta_cbor_len = it->cbor_len, .body = it->body,
 				.body_len = it->body_len,
 			};
+			body_bytes += it->body_len;
+			map[np++] = i;
 		}
-		struct cg_plugin_batch b = { .records = recs, .n = u->n, .body_bytes = u->bytes,
-					     .batch_id = first };
+		struct cg_plugin_batch b = { .records = recs, .n = np, .body_bytes = body_bytes,
+					     .batch_id = first, .record_status = rs };
 		struct cg_flush_result res = { 0 };
 		int64_t t0 = mono_us();
 		u->out.plugin->flush(u->state, &b, &res);
-		free(recs);
 		res.reason[sizeof res.reason - 1] = '\0';
 		int64_t took_us = mono_us() - t0;
-		count_flush(u, res.status, took_us);
-		if (res.status == CG_FLUSH_OK) {
-			log_info("forward", "%s: delivered %zu dumps (%" PRIu64 " bytes) in %" PRId64 " ms%s",
-				 u->cfg->name, u->n, u->bytes, took_us / 1000,
+		memcpy(why, res.reason, sizeof why);
+		/* Each record's outcome: its own, else the batch's. */
+		size_t ok = 0, dropped = 0, pending = 0;
+		uint64_t ok_bytes = 0;
+		for (size_t j = 0; j < np; j++) {
+			struct fwd_item *it = &u->items[map[j]];
+			uint32_t st = rs[j] ? rs[j] : res.status;
+			if (st == CG_FLUSH_OK) {
+				it->done = CG_FLUSH_OK;
+				ok++;
+				ok_bytes += it->body_len;
+			} else if (st == CG_FLUSH_DROP) {
+				it->done = CG_FLUSH_DROP;
+				dropped++;
+			} else {
+				pending++;   /* RETRY, or nothing valid: transient */
+			}
+		}
+		free(recs);
+		free(rs);
+		free(map);
+		count_flush(u, res.status, took_us, ok, ok_bytes);
+		if (!pending) {
+			log_info("forward", "%s: delivered %zu dumps in %" PRId64 " ms%s%s", u->cfg->name, ok,
+				 took_us / 1000, dropped ? ", some refused" : "",
 				 replay ? " (a dead letter, sent again)" : "");
-			u->attempts = 0;
-			if (replay)
-				dead_letter_clear(u, first);
-			else
-				save_cursor(u, u->upto);
-			save_state(u, NULL, 0, true);
-			settle(u);
+			finish_batch(u, replay, first, res.reason);
 			break;
 		}
-		if (res.status == CG_FLUSH_DROP) {
-			dead_letter(u, first, res.reason[0] ? res.reason : "refused by the upstream");
-			u->attempts = 0;
-			if (!replay)
-				save_cursor(u, u->upto);
-			save_state(u, res.reason, 0, false);
-			break;
-		}
-		/* RETRY, or a plugin that returned nothing valid: transient. */
+		if (ok)
+			u->attempts = 0;   /* progress: the backoff starts over */
 		uint64_t wait = backoff_ms(u, res.retry_after_ms);
 		u->attempts++;
-		log_warn("forward", "%s: batch of %zu dumps not delivered (%s); retry %u in %" PRIu64 " ms",
-			 u->cfg->name, u->n, res.reason[0] ? res.reason : "no reason given", u->attempts, wait);
+		log_warn("forward", "%s: %zu of %zu dumps not delivered yet (%s); retry %u in %" PRIu64 " ms",
+			 u->cfg->name, pending, u->n, res.reason[0] ? res.reason : "no reason given", u->attempts, wait);
 		save_state(u, res.reason[0] ? res.reason : "transient failure", wall_now() + (int64_t)wait, false);
 		if (!nap(u->f, (int64_t)wait, false))
 			break;   /* stopping: the batch goes again at the next start */
@@ -593,7 +642,7 @@ const double cg_forward_latency_bounds[CG_FWD_LATENCY_BUCKETS] = {
 };
 
 /* Count one flush: its result and how long the plugin took. */
-static void count_flush(struct up *u, int status, int64_t us)
+static void count_flush(struct up *u, int status, int64_t us, size_t ok, uint64_t ok_bytes)
 {
 	double s = (double)(us < 0 ? 0 : us) / 1e6;
 	int b = 0;
@@ -603,10 +652,10 @@ static void count_flush(struct up *u, int status, int64_t us)
 	struct cg_upstream_stats *st = &u->stats;
 	st->latency[b]++;
 	st->latency_sum_s += s;
+	st->dumps_delivered += ok;
+	st->bytes_delivered += ok_bytes;
 	if (status == CG_FLUSH_OK) {
 		st->batches_ok++;
-		st->dumps_delivered += u->n;
-		st->bytes_delivered += u->bytes;
 	} else if (status == CG_FLUSH_DROP) {
 		st->batches_drop++;
 	} else {

@@ -31,7 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CG_PLUGIN_ABI_VERSION 1
+/* 2: cg_plugin_batch.record_status (per-record outcomes). */
+#define CG_PLUGIN_ABI_VERSION 2
 #define CG_PLUGIN_SYMBOL "crashgate_output_plugin"
 /* Plugins are built with hidden visibility; the one exported struct is
  * declared `CG_PLUGIN_EXPORT const struct cg_plugin crashgate_output_plugin`. */
@@ -93,6 +94,15 @@ struct cg_plugin_batch {
 	size_t n;
 	uint64_t body_bytes;          /* sum of body_len */
 	uint64_t batch_id;            /* unique per upstream; the same when a batch is retried */
+	/*
+	 * n entries, zeroed by the core, or NULL. A plugin that sends records
+	 * one at a time may set each to the record's own outcome (enum
+	 * cg_flush_status); 0 means "as result.status". The core then forgets
+	 * the records marked OK (a retry does not send them again), makes only
+	 * those marked DROP dead letters, and retries the rest. A plugin that
+	 * delivers the batch as a whole leaves it alone.
+	 */
+	uint32_t *record_status;
 };
 
 enum cg_flush_status {

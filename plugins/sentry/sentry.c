@@ -609,6 +609,8 @@ static void sentry_flush(void *state, const struct cg_plugin_batch *batch, struc
 		st->host->log(st->host, CG_PLOG_DEBUG, "batch %" PRIu64 " record %zu/%zu event %s: %s in %" PRIu64 " ms",
 			      batch->batch_id, i + 1, batch->n, eid, one.reason, resp.elapsed_ms);
 
+		if (batch->record_status)   /* this record's own outcome */
+			batch->record_status[i] = one.status == CG_FLUSH_OK ? CG_FLUSH_OK : 0;
 		if (one.status == CG_FLUSH_OK) {
 			if (limit > 0 && i + 1 < batch->n) {
 				/* Accepted, but what follows would be dropped: wait, then send
@@ -629,6 +631,8 @@ static void sentry_flush(void *state, const struct cg_plugin_batch *batch, struc
 		long c = resp.code;
 		bool whole_project = c == 401 || c == 403 || c == 404 || (c >= 300 && c < 400);
 		if (one.status == CG_FLUSH_DROP && !whole_project) {
+			if (batch->record_status)
+				batch->record_status[i] = CG_FLUSH_DROP;
 			if (!dropped++) {
 				first_drop = one;
 				set_reason(&first_drop, "record %zu/%zu (%.72s): %.120s", i + 1, batch->n,

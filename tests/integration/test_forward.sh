@@ -123,7 +123,7 @@ gateway: { id: g, data_dir: "$CG_T/baddata", plugin_dir: "$CG_TOOLS/badplugins" 
 regions: { US: { upstreams: [ { name: x, kind: badabi } ] } }
 YAML
 rc=0; "$CG_BIN/crashgated" --check-config "$CG_T/bad.yaml" 2>"$CG_T/bad.err" || rc=$?
-((rc == 3)) && grep -q "ABI version 2; this gateway speaks version 1" "$CG_T/bad.err" ||
+((rc == 3)) && grep -q "ABI version 3; this gateway speaks version 2" "$CG_T/bad.err" ||
   cg_fail "wrong-ABI plugin: exit $rc, $(cat "$CG_T/bad.err")"
 # A plugin key that is wrong is reported with its position.
 cat >"$CG_T/bad2.yaml" <<YAML

@@ -10,6 +10,7 @@
  *         [--gateway G] [--upstream U] [--region R] [key=value ...]
  *
  * Prints one line per flush on stdout:
+ *   records OK|RETRY|DROP|-,...   (each record's own outcome; "-": as the batch)
  *   result status=OK|RETRY|DROP retry_after_ms=N elapsed_ms=N reason=...
  * With --out, writes DIR/records.json (each record: id, device, dump_id,
  * format, status, occurrences, meta, body file) and DIR/dump-<i>.bin before
@@ -606,10 +607,15 @@ int main(int argc, char **argv)
 	struct cg_plugin_batch batch = { .records = store.rec, .n = total, .batch_id = batch_id };
 	for (size_t i = 0; i < total; i++)
 		batch.body_bytes += store.rec[i].body_len;
+	uint32_t *rstat = calloc(total ? total : 1, sizeof *rstat);
+	if (!rstat)
+		die("out of memory");
+	batch.record_status = rstat;
 	for (unsigned f = 0; f < flushes; f++) {
 		struct cg_flush_result r;
 		memset(&r, 0xa5, sizeof r);   /* a plugin must set every field it reports */
 		r.reason[sizeof r.reason - 1] = '\0';
+		memset(rstat, 0, total * sizeof *rstat);   /* the core zeroes it for each flush */
 		uint64_t t0 = mono_ms();
 		p->flush(state, &batch, &r);
 		uint64_t dt = mono_ms() - t0;
@@ -617,10 +623,19 @@ int main(int argc, char **argv)
 			: r.status == CG_FLUSH_DROP ? "DROP" : "INVALID";
 		if (!memchr(r.reason, '\0', sizeof r.reason))
 			die("flush left reason without a terminating NUL");
+		/* Each record's own outcome, as the plugin reported it ("-": as the batch). */
+		printf("records ");
+		for (size_t i = 0; i < total; i++) {
+			uint32_t v = rstat[i];
+			printf("%s%s", i ? "," : "", v == CG_FLUSH_OK ? "OK" : v == CG_FLUSH_RETRY ? "RETRY"
+				: v == CG_FLUSH_DROP ? "DROP" : v == 0 ? "-" : "INVALID");
+		}
+		printf("\n");
 		printf("result status=%s retry_after_ms=%" PRIu64 " elapsed_ms=%" PRIu64 " reason=%s\n", st,
 		       r.retry_after_ms, dt, r.reason);
 		fflush(stdout);
 	}
+	free(rstat);
 	p->destroy(state);
 	free_options(p, opts);
 	dlclose(so);

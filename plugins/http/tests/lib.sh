@@ -146,6 +146,12 @@ t_drive() {
   RETRY_MS=$(sed -n 's/.* retry_after_ms=\([0-9]*\) .*/\1/p' <<<"$line")
   ELAPSED_MS=$(sed -n 's/.* elapsed_ms=\([0-9]*\) .*/\1/p' <<<"$line")
   REASON=$(sed -n 's/.* reason=\(.*\)$/\1/p' <<<"$line")
+  RECORDS=$(grep '^records ' "$T_OUT.out" | tail -n 1 | cut -d' ' -f2 || true)
+}
+
+# t_records LIST: each record's own outcome from the last flush ("OK,DROP,-").
+t_records() {
+  [[ $RECORDS == "$1" ]] || t_fail "record outcomes $RECORDS, expected $1 (reason: $REASON)"
 }
 
 # t_expect STATUS [RETRY_MS]: the driver ran and the last flush had that result.

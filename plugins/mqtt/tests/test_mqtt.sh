@@ -177,7 +177,7 @@ bad_init wildcard2 'wildcards' "${BASE[@]}" topic='cloud/#'
 bad_init tlsfiles 'need a TLS uri' "${BASE[@]}" topic=t ca_file=/etc/hostname
 bad_init nopw 'password_file .*cannot read' uri="$CG_BROKER_URI" topic=t username=crashgate \
   password_file="$CG_T/absent.pw"
-grep -q '^plugin kind=mqtt abi_version=1 ' "$LOGS/scheme.out" || cg_fail "ABI line: $(head -1 "$LOGS/scheme.out")"
+grep -q '^plugin kind=mqtt abi_version=2 ' "$LOGS/scheme.out" || cg_fail "ABI line: $(head -1 "$LOGS/scheme.out")"
 drive_ok idle "${BASE[@]}" topic=t -- quit   # init and destroy with no flush in between
 
 # ---------------------------------------------------------------------------

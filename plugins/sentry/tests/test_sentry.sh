@@ -37,7 +37,10 @@ t_case mid_batch_retry_is_idempotent
 t_answers '{"status": 200}' '{"status": 502}'
 t_drive --records 3 --formats minidump --flushes 2 --out "$OUT" "${DSN[@]}"
 t_expect OK 0
-grep -q '^result status=RETRY .*record 2/3: HTTP 502' "$T_OUT.out" || t_fail "first flush: $(head -n 1 "$T_OUT.out")"
+t_records "OK,OK,OK"
+grep -q '^result status=RETRY .*record 2/3: HTTP 502' "$T_OUT.out" || t_fail "first flush: $(head -n 2 "$T_OUT.out")"
+[[ $(grep '^records ' "$T_OUT.out" | head -n 1) == "records OK,-,-" ]] ||
+  t_fail "first flush: the accepted record is not reported: $(head -n 1 "$T_OUT.out")"
 t_new_requests 5
 [[ $(eid $((T_BEFORE + 1))) == $(eid $((T_BEFORE + 3))) && $(eid $((T_BEFORE + 2))) == $(eid $((T_BEFORE + 4))) ]] ||
   t_fail "a retried record got another event_id"
@@ -69,6 +72,7 @@ t_case rate_limited_after_success
 t_answers '{"status": 200, "headers": {"X-Sentry-Rate-Limits": "20:error:project"}}'
 t_drive --records 3 --out "$OUT" "${DSN[@]}"
 t_expect RETRY 20000
+t_records "OK,-,-"
 t_new_requests 1
 
 t_case rate_limit_on_last_record_is_ok
@@ -80,6 +84,7 @@ t_case 500
 t_answers '{"status": 500, "body": "upstream sad"}'
 t_drive --records 2 --out "$OUT" "${DSN[@]}"
 t_expect RETRY 0
+t_records "-,-"
 t_reason_has "record 1/2: HTTP 500: upstream sad"
 t_new_requests 1
 
@@ -87,6 +92,7 @@ t_case one_record_rejected
 t_answers '{"status": 400, "body": "invalid event payload"}'
 t_drive --records 3 --out "$OUT" "${DSN[@]}"
 t_expect DROP 0
+t_records "DROP,OK,OK"
 t_new_requests 3
 t_reason_has "record 1/3"
 t_reason_has "HTTP 400: invalid event payload"

@@ -361,6 +361,22 @@ static bool api(const struct ctl *c)
 	return c->base[0] != '\0';
 }
 
+/* GET one page of /v1/dumps (the query in q) and append its dumps to rows;
+ * *next is the answer's `next` (0: the last page). */
+static int fetch_page(struct ctl *c, const char *q, json_t *rows, uint64_t *next)
+{
+	json_t *j = NULL;
+	int rc = api_json(c, "GET", q, &j);
+	if (rc == EX_OK) {
+		json_array_extend(rows, json_object_get(j, "dumps"));
+		json_t *n = json_object_get(j, "next");
+		if (next)
+			*next = json_is_integer(n) ? (uint64_t)json_integer_value(n) : 0;
+	}
+	json_decref(j);
+	return rc;
+}
+
 /* Every dump matching c->f (all pages), then the open ones unless a status
  * other than open was asked for. */
 static int get_dumps(struct ctl *c, json_t **out)
@@ -392,17 +408,14 @@ static int get_dumps(struct ctl *c, json_t **out)
 			snprintf(n, sizeof n, "%" PRIu64, after);
 			add_param(c, q, sizeof q, "after", n);
 		}
-		json_t *j = NULL;
-		int rc = api_json(c, "GET", q, &j);
+		uint64_t next = 0;
+		int rc = fetch_page(c, q, rows, &next);
 		if (rc != EX_OK) {
 			json_decref(rows);
 			return rc;
 		}
-		json_array_extend(rows, json_object_get(j, "dumps"));
-		json_t *next = json_object_get(j, "next");
-		more = json_is_integer(next) && (!c->limit || (long)json_array_size(rows) < c->limit);
-		after = more ? (uint64_t)json_integer_value(next) : 0;
-		json_decref(j);
+		more = next && (!c->limit || (long)json_array_size(rows) < c->limit);
+		after = next;
 	}
 	if (with_open && (!c->limit || (long)json_array_size(rows) < c->limit)) {
 		struct cg_record_filter of = { .device = c->f.device, .group = c->f.group,
@@ -410,14 +423,11 @@ static int get_dumps(struct ctl *c, json_t **out)
 		char q[2048] = "/v1/dumps";
 		filter_query(c, q, sizeof q, &of);
 		add_param(c, q, sizeof q, "limit", "1000");
-		json_t *j = NULL;
-		int rc = api_json(c, "GET", q, &j);
+		int rc = fetch_page(c, q, rows, NULL);
 		if (rc != EX_OK) {
 			json_decref(rows);
 			return rc;
 		}
-		json_array_extend(rows, json_object_get(j, "dumps"));
-		json_decref(j);
 	}
 	while (c->limit && (long)json_array_size(rows) > c->limit)
 		json_array_remove(rows, json_array_size(rows) - 1);

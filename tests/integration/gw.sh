@@ -13,6 +13,9 @@
 #   cg_send DEVICE FILE [crashgate-send options...]
 #   cg_consent DEVICE       the device's retained consent signal, as crashgate-send --consent
 #   cg_ctl ARGS...          crashgatectl --data-dir $CG_T/gw ...
+#   cg_start_http_server    the plugins' test HTTP server on a free loopback port:
+#                           sets CG_HTTP_PORT, CG_HTTP_REQ (one file per request),
+#                           CG_HTTP_CONTROL (JSON lines: the next answers; empty: 200)
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -127,6 +130,17 @@ cg_consent() {
   local dev=$1
   timeout 60 "$CG_BIN/crashgate-send" --uri "$CG_BROKER_URI" --device "$dev" \
     --password-file "$CG_T/$dev.pw" --timeout 5 --consent
+}
+
+cg_start_http_server() {
+  CG_HTTP_REQ=$CG_T/requests CG_HTTP_CONTROL=$CG_T/control
+  mkdir -p "$CG_HTTP_REQ"
+  : >"$CG_HTTP_CONTROL"
+  python3 "$CG_SRC/plugins/http/tests/server.py" --dir "$CG_HTTP_REQ" --port-file "$CG_T/http.port" \
+    --control "$CG_HTTP_CONTROL" --lifetime 250 &
+  cg_track_pid $!
+  cg_wait_for --timeout 10 test -s "$CG_T/http.port" || cg_fail "the test HTTP server did not start"
+  CG_HTTP_PORT=$(cat "$CG_T/http.port")
 }
 
 cg_ctl() {

@@ -31,14 +31,9 @@ expect_rc 2 ctl frobnicate
 expect_rc 2 ctl list
 
 cg_start_broker
-req=$CG_T/requests control=$CG_T/control
-mkdir -p "$req"
+cg_start_http_server
+req=$CG_HTTP_REQ control=$CG_HTTP_CONTROL hport=$CG_HTTP_PORT
 echo '{"status": 400, "body": "schema says no"}' >"$control"
-python3 "$CG_SRC/plugins/http/tests/server.py" --dir "$req" --port-file "$CG_T/port" \
-  --control "$control" --lifetime 250 &
-cg_track_pid $!
-cg_wait_for --timeout 10 test -s "$CG_T/port" || cg_fail "test server did not start"
-hport=$(cat "$CG_T/port")
 port=$(cg_free_port)
 printf 'ctl-token-%s\n' "$RANDOM$RANDOM" >"$CG_T/token"
 CG_GW_LIMITS="max_dump_bytes: 64KiB" CG_GW_POLICY=$(cat <<YAML

@@ -8,14 +8,9 @@ CG_DEVICES="h1"
 cg_setup mosquitto python3
 [[ -f $CRASHGATE_PLUGIN_DIR/crashgate_out_http.so ]] || cg_skip "http plugin not built"
 cg_start_broker
-req=$CG_T/requests control=$CG_T/control
-mkdir -p "$req"
+cg_start_http_server
+req=$CG_HTTP_REQ control=$CG_HTTP_CONTROL port=$CG_HTTP_PORT
 echo '{"status": 400, "body": "schema says no"}' >"$control"
-python3 "$CG_SRC/plugins/http/tests/server.py" --dir "$req" --port-file "$CG_T/port" \
-  --control "$control" --lifetime 250 &
-cg_track_pid $!
-cg_wait_for --timeout 10 test -s "$CG_T/port" || cg_fail "test server did not start"
-port=$(cat "$CG_T/port")
 CG_GW_POLICY=$(cat <<YAML
 default_region: US
 regions:

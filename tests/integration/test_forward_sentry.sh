@@ -10,13 +10,9 @@ CG_DEVICES="s1"
 cg_setup mosquitto python3
 [[ -f $CRASHGATE_PLUGIN_DIR/crashgate_out_sentry.so ]] || cg_skip "sentry plugin not built"
 cg_start_broker
-req=$CG_T/requests control=$CG_T/control
-mkdir -p "$req"
-python3 "$CG_SRC/plugins/http/tests/server.py" --dir "$req" --port-file "$CG_T/port" \
-  --control "$control" --lifetime 250 &
-cg_track_pid $!
-cg_wait_for --timeout 10 test -s "$CG_T/port" || cg_fail "test server did not start"
-printf 'http://0123456789abcdef0123456789abcdef@127.0.0.1:%s/42\n' "$(cat "$CG_T/port")" >"$CG_T/dsn"
+cg_start_http_server
+req=$CG_HTTP_REQ control=$CG_HTTP_CONTROL
+printf 'http://0123456789abcdef0123456789abcdef@127.0.0.1:%s/42\n' "$CG_HTTP_PORT" >"$CG_T/dsn"
 CG_GW_POLICY=$(cat <<YAML
 default_region: US
 regions:

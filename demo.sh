@@ -44,7 +44,11 @@ else
   device_auth=(--password-file "$demo/demo-device-01.pw")
 fi
 
+# The admin API: a free loopback port and a token of its own.
+admin_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+[[ -s $demo/admin.token ]] || (umask 077; head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$demo/admin.token")
 sed -e "s|@DATA_DIR@|$demo/data|" -e "s|@PORT@|1883|" -e "s|@PASSWORD_FILE@|$password_file|" \
+  -e "s|@ADMIN_PORT@|$admin_port|" -e "s|@TOKEN_FILE@|$demo/admin.token|" \
   config/demo.yaml >"$demo/crashgate.yaml"
 [[ -n $password_file ]] || sed -i '/password_file/d; /username/d' "$demo/crashgate.yaml"
 echo "== starting crashgated (log: .demo/crashgated.log)"
@@ -68,17 +72,23 @@ echo "== device demo-device-01 sends $dump ($(stat -c %s "$dump") bytes) in 1 Ki
 "$bin/crashgate-send" --uri tcp://127.0.0.1:1883 --device demo-device-01 "${device_auth[@]}" \
   --chunk-size 1024 --shuffle --format 3 --fw-version demo-1.0 "$dump"
 
-echo "== crashgatectl list"
-"$bin/crashgatectl" -c "$demo/crashgate.yaml" list
+ctl=("$bin/crashgatectl" -c "$demo/crashgate.yaml")
+echo "== crashgatectl health --ready (the admin API on 127.0.0.1:$admin_port)"
+"${ctl[@]}" health --ready
+echo "== crashgatectl list (over the admin API)"
+"${ctl[@]}" list
 echo "== crashgatectl show (newest) --json"
 "$bin/crashgatectl" -c "$demo/crashgate.yaml" list --json | python3 -c '
 import json, sys
 rows = [d for d in json.load(sys.stdin) if "seq" in d]
-print(max(rows, key=lambda d: d["seq"])["id"])' | xargs "$bin/crashgatectl" -c "$demo/crashgate.yaml" show --json
+print(max(rows, key=lambda d: d["seq"])["id"])' | xargs "${ctl[@]}" show --json
 echo "== forwarded upstream (region US, the file plugin): batches in .demo/data/outbox"
 for i in $(seq 1 50); do ls "$demo/data/outbox"/batch-*.cbor >/dev/null 2>&1 && break; sleep 0.2; done
 ls -l "$demo/data/outbox" 2>/dev/null | tail -3
-"$bin/crashgatectl" -c "$demo/crashgate.yaml" queue
+"${ctl[@]}" queue
+echo "== a few of its Prometheus metrics (curl $admin_port/metrics with the token)"
+curl -s -H "Authorization: Bearer $(cat "$demo/admin.token")" "http://127.0.0.1:$admin_port/metrics" |
+  grep -E '^crashgate_(chunks_received_total|dumps_completed_total|store_bytes|upstream_dumps_delivered_total)' || true
 kill -TERM "$gw"
 wait "$gw" || true
 echo "== done: the store is in .demo/data; run ./demo.sh again to send another dump"

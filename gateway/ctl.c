@@ -618,7 +618,7 @@ static const char *str(json_t *o, const char *k)
 
 static void print_dumps_to(FILE *out, json_t *rows)
 {
-	fprintf(out, "%-44s %-20s %-10s %9s %-24s %s\n", "ID", "DEVICE", "STATUS", "SIZE", "RECEIVED", "SIGNATURE");
+	fprintf(out, "%-56s %-20s %-10s %9s %-24s %s\n", "ID", "DEVICE", "STATUS", "SIZE", "RECEIVED", "SIGNATURE");
 	size_t i;
 	json_t *r;
 	json_array_foreach(rows, i, r) {
@@ -629,7 +629,7 @@ static void print_dumps_to(FILE *out, json_t *rows)
 				 json_integer_value(json_object_get(r, "dump_id")));
 			id = idbuf;
 		}
-		fprintf(out, "%-44s %-20s %-10s %9" JSON_INTEGER_FORMAT " %-24s %s\n", id, str(r, "device"),
+		fprintf(out, "%-56s %-20s %-10s %9" JSON_INTEGER_FORMAT " %-24s %s\n", id, str(r, "device"),
 		       str(r, "status"), json_integer_value(json_object_get(r, "size")), str(r, "received_at"),
 		       str(r, "signature"));
 	}

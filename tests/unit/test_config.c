@@ -942,6 +942,8 @@ static void test_demo_file(void **state)
 	substitute(&text, "@DATA_DIR@", "/tmp/crashgate demo/data");
 	substitute(&text, "@PORT@", "18830");
 	substitute(&text, "@PASSWORD_FILE@", "/tmp/crashgate demo/password");
+	substitute(&text, "@ADMIN_PORT@", "18080");
+	substitute(&text, "@TOKEN_FILE@", "/tmp/crashgate demo/admin.token");
 	assert_null(strchr(text, '@'));
 	if (load(text, &c, err, sizeof err) != 0)
 		print_error("%s\n", err);
@@ -949,6 +951,9 @@ static void test_demo_file(void **state)
 	assert_string_equal(c->gateway.data_dir, "/tmp/crashgate demo/data");
 	assert_string_equal(c->mqtt.uri, "tcp://127.0.0.1:18830");
 	assert_string_equal(c->mqtt.password_file, "/tmp/crashgate demo/password");
+	assert_true(c->admin_enabled);
+	assert_string_equal(c->admin.listen, "127.0.0.1:18080");
+	assert_string_equal(c->admin.token_file, "/tmp/crashgate demo/admin.token");
 	cg_config_free(c);
 	free(text);
 }

@@ -472,13 +472,6 @@ static size_t prune_gone(struct up *u)
 	return kept;
 }
 
-/* Deliver the batch in u->items. replay: a dead-letter batch sent again on
- * request, whose entry is keyed by `first` (the queue position does not
- * move; its entry goes, or is rewritten with what was refused again). The
- * batch id stays the batch's first seq even if dumps deleted meanwhile
- * leave the batch. A plugin may report each record's outcome
- * (record_status): accepted records are not sent again, and only refused
- * ones become dead letters. */
 /* Every record of the batch is final (or deleted): record the refused
  * ones, move the queue position, mark the delivered ones forwarded. */
 static void finish_batch(struct up *u, bool replay, uint64_t first, const char *reason)
@@ -497,6 +490,13 @@ static void finish_batch(struct up *u, bool replay, uint64_t first, const char *
 	settle(u);
 }
 
+/* Deliver the batch in u->items. replay: a dead-letter batch sent again on
+ * request, whose entry is keyed by `first` (the queue position does not
+ * move; its entry goes, or is rewritten with what was refused again). The
+ * batch id stays the batch's first seq even if dumps deleted meanwhile
+ * leave the batch. A plugin may report each record's outcome
+ * (record_status): accepted records are not sent again, and only refused
+ * ones become dead letters. */
 static void flush_batch(struct up *u, bool replay, uint64_t first)
 {
 	char why[sizeof ((struct cg_flush_result *)0)->reason] = "";   /* the last answer */

@@ -826,20 +826,7 @@ int cg_store_scan_open(struct cg_store *st, cg_store_open_cb cb, void *ctx)
 
 int cg_store_scan_records(struct cg_store *st, cg_store_record_cb cb, void *ctx)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->db, st->ro, st->cf[CF_RECORDS]);
-	struct cg_dump_record *rec = malloc(sizeof *rec);
-	int rc = rec ? CG_OK : CG_ERR_NOMEM;
-	for (rocksdb_iter_seek_to_first(it); rc == CG_OK && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-		size_t vlen;
-		const char *val = rocksdb_iter_value(it, &vlen);
-		if (cg_record_decode((const uint8_t *)val, vlen, rec) != CG_OK)
-			continue;
-		if (cb(ctx, rec) != 0)
-			break;
-	}
-	free(rec);
-	rocksdb_iter_destroy(it);
-	return rc;
+	return cg_store_scan_records_from(st, 0, cb, ctx);   /* seqs start at 1 */
 }
 
 int cg_store_scan_records_from(struct cg_store *st, uint64_t from_seq, cg_store_record_cb cb, void *ctx)

@@ -70,6 +70,12 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert sorted((x["d
 ctl "${C[@]}" list --device c1 --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert [x["dump_id"] for x in d] == [1,2], d' ||
   cg_fail "list --device"
 ctl "${C[@]}" list --limit 1 --json | python3 -c 'import json,sys; assert len(json.load(sys.stdin)) == 1' || cg_fail "list --limit"
+# Paging: one dump per request, every page followed, nothing twice.
+CRASHGATECTL_PAGE_SIZE=1 ctl "${C[@]}" list --json | python3 -c '
+import json, sys; d = json.load(sys.stdin); s = [x["seq"] for x in d]; assert len(s) == 3 and s == sorted(set(s)), s' ||
+  cg_fail "list one dump per page"
+CRASHGATECTL_PAGE_SIZE=2 ctl "${C[@]}" list --limit 3 --json | python3 -c '
+import json, sys; assert len(json.load(sys.stdin)) == 3' || cg_fail "list --limit 3 in pages of 2"
 ctl "${C[@]}" list --status forwarded --since 2000-01-01T00:00:00Z --json >/dev/null || cg_fail "list --status --since"
 expect_rc 2 ctl "${C[@]}" list --status nonsense
 expect_rc 2 ctl "${C[@]}" list --since yesterday

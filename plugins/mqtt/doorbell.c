@@ -135,8 +135,7 @@ static bool read_connect(int fd, int64_t deadline)
 	}
 }
 
-static void say(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(char *buf, size_t len, const char *fmt, ...)
+void mqtt__say(char *buf, size_t len, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -148,7 +147,7 @@ struct doorbell *doorbell__open(char *err, size_t errlen)
 {
 	struct doorbell *db = calloc(1, sizeof *db);
 	if (!db) {
-		say(err, errlen, "out of memory");
+		mqtt__say(err, errlen, "out of memory");
 		return NULL;
 	}
 	db->fd = -1;
@@ -158,18 +157,18 @@ struct doorbell *doorbell__open(char *err, size_t errlen)
 	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(lfd, 4) != 0 ||
 	    getsockname(lfd, (struct sockaddr *)&a, &alen) != 0) {
-		say(err, errlen, "loopback listener: %s", strerror(errno));
+		mqtt__say(err, errlen, "loopback listener: %s", strerror(errno));
 		goto fail;
 	}
 	char uri[64], id[64];
-	say(uri, sizeof uri, "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
-	say(id, sizeof id, "crashgate-doorbell-%ld-%p", (long)getpid(), (void *)db);
+	mqtt__say(uri, sizeof uri, "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+	mqtt__say(id, sizeof id, "crashgate-doorbell-%ld-%p", (long)getpid(), (void *)db);
 	MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
 	co.MQTTVersion = MQTTVERSION_3_1_1;
 	int rc = MQTTAsync_createWithOptions(&db->client, uri, id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
 	if (rc != MQTTASYNC_SUCCESS) {
 		db->client = NULL;
-		say(err, errlen, "client: %s", MQTTAsync_strerror(rc));
+		mqtt__say(err, errlen, "client: %s", MQTTAsync_strerror(rc));
 		goto fail;
 	}
 	MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
@@ -182,18 +181,18 @@ struct doorbell *doorbell__open(char *err, size_t errlen)
 	o.context = db;
 	rc = MQTTAsync_connect(db->client, &o);
 	if (rc != MQTTASYNC_SUCCESS) {
-		say(err, errlen, "connect: %s", MQTTAsync_strerror(rc));
+		mqtt__say(err, errlen, "connect: %s", MQTTAsync_strerror(rc));
 		goto fail;
 	}
 	if (!readable(lfd, deadline) || (db->fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) < 0) {
-		say(err, errlen, "Paho did not connect to its loopback listener");
+		mqtt__say(err, errlen, "Paho did not connect to its loopback listener");
 		goto fail;
 	}
 	/* Something else on this host may have raced Paho to the port: then
 	 * this is not a CONNECT and we go without. */
 	static const uint8_t connack[4] = { 0x20, 0x02, 0x00, 0x00 };
 	if (!read_connect(db->fd, deadline) || send(db->fd, connack, sizeof connack, MSG_NOSIGNAL) != sizeof connack) {
-		say(err, errlen, "no MQTT CONNECT on the loopback connection");
+		mqtt__say(err, errlen, "no MQTT CONNECT on the loopback connection");
 		goto fail;
 	}
 	while (atomic_load(&db->state) == 0 && mono_ms() < deadline) {
@@ -201,7 +200,7 @@ struct doorbell *doorbell__open(char *err, size_t errlen)
 		nanosleep(&ts, NULL);
 	}
 	if (atomic_load(&db->state) != 1) {
-		say(err, errlen, "Paho did not complete the loopback connection");
+		mqtt__say(err, errlen, "Paho did not complete the loopback connection");
 		goto fail;
 	}
 	close(lfd);

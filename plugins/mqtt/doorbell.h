@@ -21,4 +21,8 @@ void doorbell__ring(struct doorbell *db);
 /* Close the doorbell (NULL is fine). Not from a Paho callback. */
 void doorbell__close(struct doorbell *db);
 
+/* snprintf for messages (the plugin's and the doorbell's): cut short when
+ * long, which is fine for a reason. */
+void mqtt__say(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

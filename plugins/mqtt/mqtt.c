@@ -183,16 +183,6 @@ static bool wait_until(struct mqtt_state *st, int64_t deadline)
 	return true;
 }
 
-/* snprintf for messages: cut short when long, which is fine for a reason. */
-static void say(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(char *buf, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, len, fmt, ap);
-	va_end(ap);
-}
-
 /*
  * Wait like wait_until, but for at most RING_MS at a time, ringing the
  * doorbell after each step: Paho notices a completed TCP connect or a socket
@@ -244,7 +234,7 @@ static void set_link_why(struct mqtt_state *st, const char *what, int code, cons
 	const char *tls = st->tls_why[0] ? st->tls_why
 			  : st->tls && code < 0 ? "TLS handshake failed, or the server's certificate "
 						  "does not verify or does not name the host" : "";
-	say(st->link_why, sizeof st->link_why, "%s%s%s%s%s%s", what, detail[0] ? ": " : "", detail,
+	mqtt__say(st->link_why, sizeof st->link_why, "%s%s%s%s%s%s", what, detail[0] ? ": " : "", detail,
 	    tls[0] ? " (" : "", tls, tls[0] ? ")" : "");
 	st->tls_why[0] = '\0';
 }
@@ -319,7 +309,7 @@ static int on_ssl_error(const char *str, size_t len, void *ctx)
 			q++;
 	}
 	pthread_mutex_lock(&st->lock);
-	say(st->tls_why, sizeof st->tls_why, "%.*s", (int)(q - p), p);
+	mqtt__say(st->tls_why, sizeof st->tls_why, "%.*s", (int)(q - p), p);
 	pthread_mutex_unlock(&st->lock);
 	return 1;
 }
@@ -333,9 +323,9 @@ static void on_lost(void *ctx, char *cause)
 	pthread_mutex_lock(&st->lock);
 	st->lost++;
 	st->link = LINK_CONNECTING;
-	say(st->link_why, sizeof st->link_why, "connection lost%s%s", cause ? ": " : "", cause ? cause : "");
+	mqtt__say(st->link_why, sizeof st->link_why, "connection lost%s%s", cause ? ": " : "", cause ? cause : "");
 	st->note_lost++;
-	say(st->note_lost_why, sizeof st->note_lost_why, "%s", st->link_why);
+	mqtt__say(st->note_lost_why, sizeof st->note_lost_why, "%s", st->link_why);
 	pthread_cond_broadcast(&st->cond);
 	pthread_mutex_unlock(&st->lock);
 	/* One attempt now, so the next batch finds the link up; if it fails,
@@ -413,7 +403,7 @@ static void log_notes(struct mqtt_state *st)
 	int server_rc = st->note_server_rc;
 	uint32_t max_packet = st->max_packet;
 	char why[sizeof st->note_lost_why];
-	say(why, sizeof why, "%s", st->note_lost_why);
+	mqtt__say(why, sizeof why, "%s", st->note_lost_why);
 	st->note_connected = false;
 	st->note_lost = 0;
 	st->note_server_rc = 0;
@@ -427,7 +417,7 @@ static void log_notes(struct mqtt_state *st)
 	if (connected) {
 		char limit[64] = "";
 		if (max_packet)
-			say(limit, sizeof limit, "; the broker takes packets up to %" PRIu32 " bytes", max_packet);
+			mqtt__say(limit, sizeof limit, "; the broker takes packets up to %" PRIu32 " bytes", max_packet);
 		st->host->log(st->host, CG_PLOG_INFO, "connected to %s as %s (MQTT %s)%s", st->opt.uri,
 			      st->client_id, mqtt_protocols[st->opt.protocol], limit);
 	}
@@ -549,7 +539,7 @@ static bool ensure_link(struct mqtt_state *st, int64_t deadline, struct cg_flush
 	if (start) {
 		int rc = start_connect(st, st->conn);
 		if (rc != MQTTASYNC_SUCCESS) {
-			say(r->reason, sizeof r->reason, "cannot connect to %.120s: %s", st->opt.uri,
+			mqtt__say(r->reason, sizeof r->reason, "cannot connect to %.120s: %s", st->opt.uri,
 			    MQTTAsync_strerror(rc));
 			abandon(st);
 			return false;
@@ -567,11 +557,11 @@ static bool ensure_link(struct mqtt_state *st, int64_t deadline, struct cg_flush
 	if (link == LINK_CONNECTING) {
 		char t[32];
 		fmt_ms(t, sizeof t, st->opt.timeout);
-		say(r->reason, sizeof r->reason, "not connected to %.120s within %s%s%s", st->opt.uri, t,
+		mqtt__say(r->reason, sizeof r->reason, "not connected to %.120s within %s%s%s", st->opt.uri, t,
 		    why[0] ? ": " : "", why);
 		abandon(st);   /* the next flush starts afresh */
 	} else {
-		say(r->reason, sizeof r->reason, "%.120s: %s", st->opt.uri, why[0] ? why : "connect failed");
+		mqtt__say(r->reason, sizeof r->reason, "%.120s: %s", st->opt.uri, why[0] ? why : "connect failed");
 	}
 	return false;
 }
@@ -598,7 +588,7 @@ static void drop_too_large(struct cg_flush_result *r, uint64_t size, const char 
 			   const char *limit_name)
 {
 	r->status = CG_FLUSH_DROP;
-	say(r->reason, sizeof r->reason, "%s is %" PRIu64 " bytes, above %s (%" PRIu64 " bytes)", what,
+	mqtt__say(r->reason, sizeof r->reason, "%s is %" PRIu64 " bytes, above %s (%" PRIu64 " bytes)", what,
 	    size, limit_name, limit);
 }
 
@@ -638,7 +628,7 @@ static bool publish(struct mqtt_state *st, const struct cg_plugin_batch *batch, 
 		ct.value.data.data = CONTENT_TYPE;
 		ct.value.data.len = (int)strlen(CONTENT_TYPE);
 		if (MQTTProperties_add(&m.properties, &ct) != 0) {
-			say(r->reason, sizeof r->reason, "out of memory");
+			mqtt__say(r->reason, sizeof r->reason, "out of memory");
 			return false;
 		}
 		ro.onSuccess5 = on_pub_ok5;
@@ -661,7 +651,7 @@ static bool publish(struct mqtt_state *st, const struct cg_plugin_batch *batch, 
 		if (rc == MQTTASYNC_DISCONNECTED && st->link == LINK_UP)
 			st->link = LINK_DOWN;
 		pthread_mutex_unlock(&st->lock);
-		say(r->reason, sizeof r->reason, "publish to %.120s not accepted: %s", st->opt.uri,
+		mqtt__say(r->reason, sizeof r->reason, "publish to %.120s not accepted: %s", st->opt.uri,
 		    MQTTAsync_strerror(rc));
 		return rc == MQTTASYNC_DISCONNECTED;
 	}
@@ -685,18 +675,18 @@ static bool publish(struct mqtt_state *st, const struct cg_plugin_batch *batch, 
 	switch (result) {
 	case PUB_ACKED:
 		r->status = CG_FLUSH_OK;
-		say(r->reason, sizeof r->reason, "published %zu bytes (%zu records, batch %" PRIu64
+		mqtt__say(r->reason, sizeof r->reason, "published %zu bytes (%zu records, batch %" PRIu64
 		    ") to %.100s in %" PRId64 " ms", len, batch->n, batch->batch_id, st->opt.topic, ms);
 		return false;
 	case PUB_REFUSED:
 		r->status = reason_permanent(prc) ? CG_FLUSH_DROP : CG_FLUSH_RETRY;
-		say(r->reason, sizeof r->reason, "broker refused the message on %.100s: %s (0x%02x)",
+		mqtt__say(r->reason, sizeof r->reason, "broker refused the message on %.100s: %s (0x%02x)",
 		    st->opt.topic, MQTTReasonCode_toString(prc), (unsigned)prc);
 		if (prc == MQTTREASONCODE_PACKET_TOO_LARGE)
 			abandon(st);   /* a broker that closed on it: start clean */
 		return false;
 	case PUB_FAILED:
-		say(r->reason, sizeof r->reason, "no PUBACK from %.120s: %s%s%s", st->opt.uri,
+		mqtt__say(r->reason, sizeof r->reason, "no PUBACK from %.120s: %s%s%s", st->opt.uri,
 		    MQTTAsync_strerror(prc), why[0] ? "; " : "", why);
 		return false;
 	case PUB_WAITING:
@@ -706,9 +696,9 @@ static bool publish(struct mqtt_state *st, const struct cg_plugin_batch *batch, 
 	char t[32];
 	fmt_ms(t, sizeof t, st->opt.timeout);
 	if (was_lost)
-		say(r->reason, sizeof r->reason, "no PUBACK from %.120s: %s", st->opt.uri, why);
+		mqtt__say(r->reason, sizeof r->reason, "no PUBACK from %.120s: %s", st->opt.uri, why);
 	else
-		say(r->reason, sizeof r->reason, "no PUBACK from %.120s within %s (%zu bytes)", st->opt.uri, t, len);
+		mqtt__say(r->reason, sizeof r->reason, "no PUBACK from %.120s within %s (%zu bytes)", st->opt.uri, t, len);
 	st->host->log(st->host, CG_PLOG_WARN, "%s; dropping the connection so the message is not sent later",
 		      r->reason);
 	abandon(st);
@@ -732,7 +722,7 @@ static void mqtt_flush(void *state, const struct cg_plugin_batch *batch, struct 
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	if (st->host->batch_cbor(st->host, batch, &buf, &len) != 0) {
-		say(r->reason, sizeof r->reason, "cannot encode the batch");
+		mqtt__say(r->reason, sizeof r->reason, "cannot encode the batch");
 		return;
 	}
 	if (len > st->opt.max_message_bytes) {
